@@ -1,0 +1,29 @@
+# The two commands a newcomer needs, and a few for working on the project.
+# Both do their own set-up: Debian packages, dockerd, the virtualenv, the lab images.
+PY := .venv/bin/python
+
+.PHONY: demo test setup lint unit lab-up lab-down lab-status
+
+demo: setup            ## bring up the lab and run site.yml against it
+	$(PY) -m tests.lab demo
+
+test: setup            ## lint, unit and integration tests (brings up and removes its own lab)
+	$(PY) -m pytest
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(PY) -m pytest -m lint
+
+unit: setup
+	$(PY) -m pytest -m unit
+
+lab-up: setup
+	$(PY) -m tests.lab up
+
+lab-status: setup
+	$(PY) -m tests.lab status
+
+lab-down: setup        ## remove every lab on this machine
+	$(PY) -m tests.lab down --all

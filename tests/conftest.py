@@ -1,0 +1,23 @@
+"""Fixtures shared by the test suite.
+
+Integration tests share one lab per session: it is brought up on first use and removed at the
+end, whatever happened. Set PIPFEED_LAB=<name> to run them against a lab that is already up
+(`make lab-up`), which then is left running.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.lab.lab import Lab, running
+
+
+@pytest.fixture(scope="session")
+def lab():
+    name = os.environ.get("PIPFEED_LAB")
+    if name:
+        yield Lab.load(name)
+        return
+    with running() as fresh:
+        yield fresh

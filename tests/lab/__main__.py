@@ -1,0 +1,92 @@
+"""Command line of the lab: `python -m tests.lab up|down|status|inventory|demo`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from .lab import REPO_ROOT, Lab, LabError
+
+
+def _print_status(lab: Lab) -> None:
+    status = lab.status()
+    print(f"lab {status['name']}: feed {status['feed']} (on {status['gateway']}), "
+          f"PyPI blocked by {status['pypi_block']}")
+    for key, proc in status["processes"].items():
+        print(f"  {key:<11} pid {proc['pid']:<8} {'running' if proc['alive'] else 'DEAD'}")
+    for host in status["hosts"]:
+        print(f"  {host['name']:<11} {host['ip']:<15} python {host['python']:<5} "
+              f"{host['container']}")
+    print(f"  inventory   {status['inventory']}")
+
+
+def _demo(args) -> int:
+    """Bring the demo lab up (or reuse it), run site.yml against it, and say what to try."""
+    try:
+        lab = Lab.load(args.name)
+        print(f"lab: reusing the running lab {args.name!r}", file=sys.stderr)
+    except LabError:
+        lab = Lab.up(args.name, distros=args.distros.split(","), count=args.count)
+    _print_status(lab)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
+    playbook = [str(REPO_ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(lab.inventory),
+                str(REPO_ROOT / "site.yml")]
+    print("\n$ ansible-playbook -i", lab.inventory, "site.yml", flush=True)
+    result = subprocess.run(playbook, env=env, cwd=REPO_ROOT)
+    print(f"\nThe lab stays up for you to explore:\n"
+          f"  ssh -F {lab.ssh_config} {lab.hosts[0].name}\n"
+          f"  .venv/bin/python -m tests.lab status --name {lab.name}\n"
+          f"  make lab-down    # removes every container, network, process and file it made")
+    return result.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("up", "demo"):
+        p = sub.add_parser(command)
+        p.add_argument("--name", default="demo")
+        p.add_argument("--distros", default="deb11,deb12,deb13",
+                       help="comma-separated: deb11, deb12, deb13")
+        p.add_argument("--count", type=int, default=1, help="hosts per distro")
+        p.add_argument("--pypi", choices=("drop", "refuse"), default="drop",
+                       help="how the firewall treats PyPI (default: drop, like most firewalls)")
+    p = sub.add_parser("down")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--name", default="demo")
+    group.add_argument("--all", action="store_true", help="every lab found on this machine")
+    for command in ("status", "inventory"):
+        sub.add_parser(command).add_argument("--name", default="demo")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "up":
+            lab = Lab.up(args.name, distros=args.distros.split(","), count=args.count,
+                         pypi_block=args.pypi)
+            _print_status(lab)
+        elif args.command == "demo":
+            return _demo(args)
+        elif args.command == "down":
+            names = Lab.names() if args.all else [args.name]
+            for name in names:
+                try:
+                    lab = Lab.load(name)
+                except LabError:
+                    lab = Lab(name)  # remains without a state dir: remove by label
+                lab.down()
+        elif args.command == "status":
+            lab = Lab.load(args.name)
+            _print_status(lab)
+            return 0 if all(p["alive"] for p in lab.status()["processes"].values()) else 1
+        elif args.command == "inventory":
+            print(Lab.load(args.name).inventory.read_text(), end="")
+    except LabError as error:
+        print(f"lab: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The lab's packages: real wheels from the upstream index, cached once per package set, plus
+small wheels made here that exist only on the feed or only on the second index."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_SET = HERE / "packages.txt"
+# The lab Pythons: Debian 11, 12 and 13.
+PYTHONS = ("3.9", "3.11", "3.13")
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
+
+FEED_ONLY = ("lab-feedonly", "1.0.0")
+OTHER_ONLY = ("lab-otheronly", "1.0.0")
+
+
+def cache_root() -> Path:
+    root = os.environ.get("PIPFEED_LAB_CACHE") or Path.home() / ".cache" / "pipfeed-lab"
+    return Path(root)
+
+
+def _pip_env() -> dict[str, str]:
+    """pip on the controller reads its own settings, never the machine's /etc/pip.conf."""
+    env = dict(os.environ)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_NO_INPUT"] = "1"
+    return env
+
+
+def set_key(pythons=PYTHONS) -> str:
+    material = PACKAGE_SET.read_bytes() + repr((pythons, PLATFORMS)).encode()
+    return hashlib.sha256(material).hexdigest()[:12]
+
+
+def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
+    """Download the package set for every lab Python once; later calls return the cache."""
+    target = cache_root() / f"wheels-{set_key(pythons)}"
+    if (target / ".complete").exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
+    for python in pythons:
+        abi = "cp" + python.replace(".", "")
+        print(f"lab: downloading the package set for Python {python}", file=log)
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+               "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
+               "--python-version", python, "--implementation", "cp",
+               "--abi", abi, "--abi", "abi3", "--abi", "none",
+               "--requirement", str(PACKAGE_SET)]
+        for platform in PLATFORMS:
+            cmd += ["--platform", platform]
+        subprocess.run(cmd, check=True, env=_pip_env())
+    (partial / ".complete").write_text(set_key(pythons))
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
+def build_wheel(directory: Path, name: str, version: str, requires: list[str] = ()) -> Path:
+    """Write a minimal, valid pure-Python wheel; it carries one module that reports its origin."""
+    dist = name.replace("-", "_")
+    files = {
+        f"{dist}/__init__.py": f'ORIGIN = "{name}"\n__version__ = "{version}"\n'.encode(),
+        f"{dist}-{version}.dist-info/METADATA": (
+            "Metadata-Version: 2.1\n"
+            f"Name: {name}\nVersion: {version}\n"
+            f"Summary: {name}, a package made by the pipfeed lab\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
+        f"{dist}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: pipfeed-lab\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n").encode(),
+    }
+    record_name = f"{dist}-{version}.dist-info/RECORD"
+    record = io.StringIO()
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.write(f"{path},sha256={digest},{len(data)}\n")
+    record.write(f"{record_name},,\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in files.items():
+            # A fixed timestamp keeps the file, and so its hash, the same on every build.
+            archive.writestr(zipfile.ZipInfo(path, (2020, 1, 1, 0, 0, 0)), data)
+        archive.writestr(zipfile.ZipInfo(record_name, (2020, 1, 1, 0, 0, 0)), record.getvalue())
+    return wheel
+
+
+def populate(feed_dir: Path, other_dir: Path, log=sys.stderr) -> None:
+    """Fill a lab's feed and second-index directories with copies, so that a test that alters a
+    file on the feed never alters the cache."""
+    wheels = ensure_wheels(log=log)
+    feed_dir.mkdir(parents=True, exist_ok=True)
+    for wheel in wheels.glob("*.whl"):
+        shutil.copy2(wheel, feed_dir / wheel.name)
+    build_wheel(feed_dir, *FEED_ONLY)
+    build_wheel(other_dir, *OTHER_ONLY)
