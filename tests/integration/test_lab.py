@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -191,8 +190,7 @@ def test_twine_uploads_to_the_feed_and_hosts_see_the_new_package(lab, tmp_path):
     # The controller reaches the feed by the gateway address, which the certificate names,
     # so nothing on this machine (its /etc/hosts) needs to change.
     upload = f"https://{lab.gateway}{lab.feed_path}/upload/"
-    env = dict(os.environ, TWINE_USERNAME="lab", TWINE_PASSWORD=lab.token,
-               PIP_CONFIG_FILE=os.devnull)
+    env = packages.controller_env(for_lab=True, TWINE_USERNAME="lab", TWINE_PASSWORD=lab.token)
     twine = [str(Path(sys.executable).with_name("twine")), "upload", "--non-interactive",
              "--disable-progress-bar", "--cert", str(lab.ca_file), "--repository-url", upload,
              str(wheel)]

@@ -299,6 +299,10 @@ class Lab:
         hostfiles = self.dir / "hostfiles"
         hostfiles.mkdir()
         shutil.copy(paths["ca"], hostfiles / "ca.crt")
+        # No DNS server: names resolve through /etc/hosts only, and a lookup of anything else
+        # fails at once instead of waiting on Docker's embedded resolver.
+        (hostfiles / "resolv.conf").write_text("# pipfeed lab: no DNS server\n"
+                                               "options timeout:1 attempts:1\n")
         key = self.dir / "id_ed25519"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pipfeed-lab-{self.name}",
              "-f", str(key)])
@@ -308,7 +312,8 @@ class Lab:
         """A host of its own plays the corporate firewall that PyPI's names resolve to."""
         container = f"{self.prefix}-firewall"
         run(["docker", "run", "-d", "--name", container, "--hostname", "firewall",
-             "--label", f"{LABEL}={self.name}", "--network", self.prefix, "--dns", "127.0.0.1",
+             "--label", f"{LABEL}={self.name}", "--network", self.prefix,
+             "--volume", f"{self.dir / 'hostfiles' / 'resolv.conf'}:/etc/resolv.conf:ro",
              "--cap-add", "NET_ADMIN", "--entrypoint", "/bin/sleep", tag, "infinity"])
         ip = self._container_ip(container)
         self.state["firewall"] = {"container": container, "ip": ip}
@@ -428,8 +433,8 @@ class Lab:
                 container = f"{self.prefix}-{name}"
                 cmd = ["docker", "run", "-d", "--init", "--name", container, "--hostname", name,
                        "--label", f"{LABEL}={self.name}", "--network", self.prefix,
-                       "--dns", "127.0.0.1",
-                       "--volume", f"{self.dir / 'hostfiles'}:/run/lab:ro"]
+                       "--volume", f"{self.dir / 'hostfiles'}:/run/lab:ro",
+                       "--volume", f"{self.dir / 'hostfiles' / 'resolv.conf'}:/etc/resolv.conf:ro"]
                 for entry in add_hosts:
                     cmd += ["--add-host", entry]
                 run(cmd + [tags[distro]])
@@ -497,8 +502,22 @@ class Lab:
                    check=check, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def testinfra(self, host: str):
-        import testinfra
-        return testinfra.get_host(f"paramiko://{host}", ssh_config=str(self.ssh_config))
+        """A testinfra host over paramiko, checking the host's key strictly (testinfra's own
+        paramiko backend only warns about unknown keys). Connections are kept per lab."""
+        cache = self.__dict__.setdefault("_testinfra", {})
+        if host not in cache:
+            import paramiko
+            import testinfra
+            address = self.host(host).ip
+            client = paramiko.SSHClient()
+            client.load_host_keys(str(self.dir / "known_hosts"))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(address, username=ADMIN_USER, timeout=30, allow_agent=False,
+                           look_for_keys=False, key_filename=str(self.dir / "id_ed25519"))
+            infra = testinfra.get_host(f"paramiko://{ADMIN_USER}@{address}")
+            infra.backend.client = client
+            cache[host] = infra
+        return cache[host]
 
     def read_log(self, path: Path, since: int = 0) -> list[dict]:
         if not path.exists():

@@ -27,12 +27,18 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def _pip_env() -> dict[str, str]:
-    """pip on the controller reads its own settings, never the machine's /etc/pip.conf."""
-    env = dict(os.environ)
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    env["PIP_NO_INPUT"] = "1"
+# How a machine points TLS clients at its own CA bundle. A client of the lab's feed must not
+# inherit them: requests lets REQUESTS_CA_BUNDLE win over twine's own --cert, for one.
+CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def controller_env(for_lab: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a controller-side pip or twine: none of the machine's pip settings
+    (its /etc/pip.conf, PIP_* variables), and, for the lab's feed, none of its CA overrides."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PIP_") and not (for_lab and k in CA_OVERRIDES)}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.update(extra)
     return env
 
 
@@ -59,7 +65,7 @@ def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
                "--requirement", str(PACKAGE_SET)]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
-        subprocess.run(cmd, check=True, env=_pip_env())
+        subprocess.run(cmd, check=True, env=controller_env())
     (partial / ".complete").write_text(set_key(pythons))
     if target.exists():
         shutil.rmtree(target)
