@@ -25,5 +25,5 @@ lab-up: setup
 lab-status: setup
 	$(PY) -m tests.lab status
 
-lab-down: setup        ## remove every lab on this machine
+lab-down: setup        ## remove every lab this checkout made
 	$(PY) -m tests.lab down --all

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("down")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--name", default="demo")
-    group.add_argument("--all", action="store_true", help="every lab found on this machine")
+    group.add_argument("--all", action="store_true", help="every lab made from this checkout")
     for command in ("status", "inventory"):
         sub.add_parser(command).add_argument("--name", default="demo")
     args = parser.parse_args(argv)

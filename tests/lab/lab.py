@@ -28,6 +28,8 @@ from . import images, packages, pki
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_ROOT = Path(os.environ.get("PIPFEED_LAB_STATE", REPO_ROOT / ".lab"))
 LABEL = "pipfeed-lab"
+# Which checkout made a lab: `down --all` removes only the labs of its own checkout.
+ROOT_LABEL = "pipfeed-lab.root"
 
 FEED_HOST = "feed.lab.test"
 BLOB_HOST = "blob.lab.test"
@@ -206,14 +208,16 @@ class Lab:
 
     @classmethod
     def names(cls) -> list[str]:
+        """Labs of this checkout: those with a state dir, and remains that carry its label."""
         found = set()
         if STATE_ROOT.exists():
             found |= {p.name for p in STATE_ROOT.iterdir() if (p / "state.json").exists()}
-        listing = run(["docker", "ps", "-a", "--filter", f"label={LABEL}", "--format",
-                       f'{{{{.Label "{LABEL}"}}}}'], check=False).stdout.split()
-        networks = run(["docker", "network", "ls", "--filter", f"label={LABEL}", "--format",
-                        f'{{{{.Label "{LABEL}"}}}}'], check=False).stdout.split()
-        found |= set(listing) | set(networks)
+        mine = f"label={ROOT_LABEL}={STATE_ROOT}"
+        fmt = f'{{{{.Label "{LABEL}"}}}}'
+        found |= set(run(["docker", "ps", "-a", "--filter", mine, "--format", fmt],
+                         check=False).stdout.split())
+        found |= set(run(["docker", "network", "ls", "--filter", mine, "--format", fmt],
+                         check=False).stdout.split())
         return sorted(n for n in found if NAME_RE.match(n))
 
     def save(self) -> None:
@@ -260,13 +264,16 @@ class Lab:
         return lab
 
     def _make_network(self) -> None:
-        run(["docker", "network", "create", "--internal", "--label", f"{LABEL}={self.name}",
+        run(["docker", "network", "create", "--internal", *self._labels(),
              "--opt", f"com.docker.network.bridge.name={self.bridge}", self.prefix])
         info = json.loads(run(["docker", "network", "inspect", self.prefix]).stdout)[0]
         config = info["IPAM"]["Config"][0]
         self.state.update(network=self.prefix, subnet=config["Subnet"],
                           gateway=config["Gateway"], bridge=self.bridge)
         self.save()
+
+    def _labels(self) -> list[str]:
+        return ["--label", f"{LABEL}={self.name}", "--label", f"{ROOT_LABEL}={STATE_ROOT}"]
 
     def _iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run(["iptables", "-w", *args], check=check)
@@ -312,7 +319,7 @@ class Lab:
         """A host of its own plays the corporate firewall that PyPI's names resolve to."""
         container = f"{self.prefix}-firewall"
         run(["docker", "run", "-d", "--name", container, "--hostname", "firewall",
-             "--label", f"{LABEL}={self.name}", "--network", self.prefix,
+             *self._labels(), "--network", self.prefix,
              "--volume", f"{self.dir / 'hostfiles' / 'resolv.conf'}:/etc/resolv.conf:ro",
              "--cap-add", "NET_ADMIN", "--entrypoint", "/bin/sleep", tag, "infinity"])
         ip = self._container_ip(container)
@@ -432,7 +439,7 @@ class Lab:
                 name = f"{distro}-{index}"
                 container = f"{self.prefix}-{name}"
                 cmd = ["docker", "run", "-d", "--init", "--name", container, "--hostname", name,
-                       "--label", f"{LABEL}={self.name}", "--network", self.prefix,
+                       *self._labels(), "--network", self.prefix,
                        "--volume", f"{self.dir / 'hostfiles'}:/run/lab:ro",
                        "--volume", f"{self.dir / 'hostfiles' / 'resolv.conf'}:/etc/resolv.conf:ro"]
                 for entry in add_hosts:
