@@ -42,6 +42,26 @@ def controller_env(for_lab: bool = False, **extra: str) -> dict[str, str]:
     return env
 
 
+def requirements_for(python: str) -> list[str]:
+    """The package set's pins for one target Python.
+
+    pip evaluates environment markers against the Python that runs it, not against
+    --python-version, so the markers are resolved here, for the target.
+    """
+    from packaging.requirements import Requirement
+
+    environment = {"python_version": python, "python_full_version": python + ".0"}
+    pins = []
+    for raw in PACKAGE_SET.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            pins.append(f"{requirement.name}{requirement.specifier}")
+    return pins
+
+
 def set_key(pythons=PYTHONS) -> str:
     material = PACKAGE_SET.read_bytes() + repr((pythons, PLATFORMS)).encode()
     return hashlib.sha256(material).hexdigest()[:12]
@@ -58,14 +78,16 @@ def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
     for python in pythons:
         abi = "cp" + python.replace(".", "")
         print(f"lab: downloading the package set for Python {python}", file=log)
+        pins = partial / f"requirements-{python}.txt"
+        pins.write_text("\n".join(requirements_for(python)) + "\n")
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
                "--python-version", python, "--implementation", "cp",
-               "--abi", abi, "--abi", "abi3", "--abi", "none",
-               "--requirement", str(PACKAGE_SET)]
+               "--abi", abi, "--abi", "abi3", "--abi", "none", "--requirement", str(pins)]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
         subprocess.run(cmd, check=True, env=controller_env())
+        pins.unlink()
     (partial / ".complete").write_text(set_key(pythons))
     if target.exists():
         shutil.rmtree(target)

@@ -56,6 +56,19 @@ def test_built_wheel_installs_with_real_pip(tmp_path):
     assert out.stdout.strip() == "lab-feedonly"
 
 
+@pytest.mark.parametrize("python", packages.PYTHONS)
+def test_package_set_pins_each_project_once_per_target_python(python):
+    pins = packages.requirements_for(python)
+    names = [pin.split("==")[0] for pin in pins]
+    assert len(names) == len(set(names)) >= 25
+    assert all("==" in pin and ";" not in pin for pin in pins)
+
+
+def test_package_set_markers_follow_the_target_not_the_controller():
+    assert "numpy==2.0.2" in packages.requirements_for("3.9")
+    assert "numpy==2.0.2" not in packages.requirements_for("3.13")
+
+
 def test_package_set_key_depends_on_the_pythons():
     assert packages.set_key(("3.9",)) != packages.set_key(("3.9", "3.11"))
 
