@@ -490,6 +490,13 @@ class Lab:
                 "lab_feed_token_file": str(self.dir / "secrets" / "token"),
                 "lab_ca_file": HOST_CA_PATH,
                 "lab_other_index_url": self.other_url,
+                # The project's own settings, as a user's group_vars would set them: the lab
+                # feed, and mode primary because PyPI is blocked. The token is read from its
+                # file when needed, so it is never written into the inventory.
+                "pipfeed_feeds": [{"name": FEED, "url": self.feed_url,
+                                   "token_var": "lab_feed_token"}],
+                "lab_feed_token": "{{ lookup('ansible.builtin.file', lab_feed_token_file) }}",
+                "pip_config_mode": "primary",
             }}}
         self.inventory.parent.mkdir(exist_ok=True)
         # JSON is YAML; it keeps this writer free of a YAML dependency.

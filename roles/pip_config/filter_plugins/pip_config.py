@@ -1,0 +1,114 @@
+"""Filters for the pip_config role: build a feed's index URL, and keep the settings of an
+existing pip.conf that the role does not own.
+
+pip reads its configuration with ``configparser.RawConfigParser`` and normalises key names
+(lower case, ``_`` as ``-``, no leading ``--``); the merge below does the same, so that "a key
+the role owns" means what pip means by it.
+"""
+from __future__ import annotations
+
+import configparser
+
+try:
+    from ansible.errors import AnsibleFilterError
+except ImportError:  # the unit tests import this module without Ansible's plugin loader
+    AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
+
+AZURE_HOST = "https://pkgs.dev.azure.com"
+
+
+def normalize_key(name: str) -> str:
+    """The key as pip compares it (pip's ``_normalize_name``)."""
+    name = name.lower().replace("_", "-")
+    return name[2:] if name.startswith("--") else name
+
+
+def feed_url(feed: dict) -> str:
+    """The feed's PEP 503 index URL: its ``url``, or the Azure Artifacts URL built from
+    ``azure: {organization, project (optional), feed}``. Validation is preflight's job; an
+    incomplete entry gives an empty string here so that preflight can name what is missing."""
+    if not isinstance(feed, dict):
+        return ""
+    if feed.get("url"):
+        return str(feed["url"])
+    azure = feed.get("azure")
+    if not isinstance(azure, dict) or not azure.get("organization") or not azure.get("feed"):
+        return ""
+    parts = [AZURE_HOST, str(azure["organization"])]
+    if azure.get("project"):
+        parts.append(str(azure["project"]))
+    parts += ["_packaging", str(azure["feed"]), "pypi", "simple", ""]
+    return "/".join(parts)
+
+
+def ini_value(value) -> str:
+    """A value as pip.conf holds it: booleans as true/false, lists one item per line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "\n".join(ini_value(item) for item in value)
+    return str(value)
+
+
+def kept_settings(existing: str, owned_keys: list, extra_settings: dict | None = None,
+                  keep_existing: bool = True) -> list:
+    """The sections of the merged pip.conf besides the role's own [global] keys.
+
+    Returns ``[[section, [[key, value], ...]], ...]``, the existing file's order first, then
+    sections that only ``extra_settings`` brings. From the existing file, every key in
+    ``owned_keys`` is dropped from every section (a command section such as ``[install]``
+    would otherwise override the role's ``[global]`` value), and so is every key that
+    ``extra_settings`` sets in that section; everything else is kept as it was.
+    """
+    owned = {normalize_key(k) for k in owned_keys}
+    extra = {str(section).lower(): {normalize_key(str(k)): ini_value(v)
+                                    for k, v in (keys or {}).items()}
+             for section, keys in (extra_settings or {}).items()}
+    sections: list[list] = []
+    if keep_existing and existing and existing.strip():
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read_string(existing, source="pip.conf")
+        except configparser.Error as error:
+            raise AnsibleFilterError(f"the existing pip configuration cannot be parsed "
+                                     f"(pip could not read it either): {error}") from error
+        for section in parser.sections():
+            replaced = owned | set(extra.get(section.lower(), {}))
+            items = [[key, value.strip()] for key, value in parser.items(section)
+                     if normalize_key(key) not in replaced]
+            sections.append([section, items])
+    for section, keys in extra.items():
+        for entry in sections:
+            if entry[0].lower() == section:
+                entry[1] += [[k, v] for k, v in keys.items()]
+                break
+        else:
+            sections.append([section, [[k, v] for k, v in keys.items()]])
+    global_first = sorted(sections, key=lambda entry: entry[0].lower() != "global")
+    return [entry for entry in global_first if entry[1] or entry[0].lower() != "global"]
+
+
+def ini_lines(key: str, value) -> str:
+    """``key = value`` with continuation lines for multi-line values, as configparser reads."""
+    lines = [line.strip() for line in ini_value(value).split("\n") if line.strip()]
+    if not lines:
+        return f"{key} ="
+    return f"{key} = " + "\n    ".join(lines)
+
+
+def list_line(item: list, section: str = "global") -> str:
+    """The line ``pip config list`` prints for a [key, value] the role wrote: key=repr(value)."""
+    key, value = item
+    lines = [line.strip() for line in ini_value(value).split("\n") if line.strip()]
+    return f"{section}.{key}={chr(10).join(lines)!r}"
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "pip_config_feed_url": feed_url,
+            "pip_config_kept_settings": kept_settings,
+            "pip_config_ini_lines": ini_lines,
+            "pip_config_normalize_key": normalize_key,
+            "pip_config_list_line": list_line,
+        }
