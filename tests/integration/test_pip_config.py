@@ -176,7 +176,8 @@ def test_primary_mode_pip_and_uv_resolve_from_the_feed_only(lab, host, tmp_path)
 def test_extra_mode_warns_that_pypi_does_not_answer_and_still_resolves_from_the_feed(
         lab, tmp_path):
     # Short timeout and no retries: each pip call waits 2 s on the dropped PyPI, not 90 s.
-    variables = feed_vars(lab, pip_config_timeout=2, pip_config_retries=0)
+    variables = feed_vars(lab, pip_config_mode="extra", pip_config_timeout=2,
+                          pip_config_retries=0)
     result = play(lab, tmp_path, variables)
     assert result.returncode == 0, result.stdout + result.stderr
     for host in HOSTS:
