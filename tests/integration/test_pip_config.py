@@ -160,9 +160,7 @@ def test_primary_mode_pip_and_uv_resolve_from_the_feed_only(lab, host, tmp_path)
         assert "pypi.org" not in result.stdout + result.stderr
         # uv, installed from the feed into a venv by the venv's own pip (which reads
         # /etc/pip.conf), then resolving from the feed through /etc/uv/uv.toml.
-        setup = machine.run(f"python3 -m venv {UV_VENV} && {UV_VENV}/bin/pip install "
-                            "--disable-pip-version-check --no-cache-dir uv==0.13.9")
-        assert setup.rc == 0, setup.stdout + setup.stderr
+        ensure_uv(lab, machine)
         uv = machine.run(f"python3 -m venv --without-pip /tmp/uv-target && {UV_VENV}/bin/uv "
                          "pip install --no-cache --python /tmp/uv-target/bin/python lab-feedonly")
         assert uv.rc == 0, uv.stdout + uv.stderr
@@ -171,6 +169,17 @@ def test_primary_mode_pip_and_uv_resolve_from_the_feed_only(lab, host, tmp_path)
     requests = feed_requests(lab, host, mark)
     assert ("simple", 200) in requests and ("download", 303) in requests
     assert ("blob", 200) in requests
+
+
+def ensure_uv(lab, machine) -> None:
+    """uv in a venv on the host, installed from the feed whatever mode pip.conf is in (its own
+    settings are ignored for this step only), so each test can run alone. Needs the netrc."""
+    if machine.file(f"{UV_VENV}/bin/uv").exists:
+        return
+    setup = machine.run(f"python3 -m venv {UV_VENV} && PIP_CONFIG_FILE=/dev/null "
+                        f"{UV_VENV}/bin/pip install --disable-pip-version-check --no-cache-dir "
+                        f"--no-input --index-url {lab.feed_url} uv==0.13.9")
+    assert setup.rc == 0, setup.stdout + setup.stderr
 
 
 def test_extra_mode_warns_that_pypi_does_not_answer_and_still_resolves_from_the_feed(
@@ -191,6 +200,7 @@ def test_extra_mode_warns_that_pypi_does_not_answer_and_still_resolves_from_the_
         mark = lab.log_mark(lab.access_log)
         with netrc(lab, host):
             download = pip_download(machine)
+            ensure_uv(lab, machine)
             uv = machine.run(f"rm -rf /tmp/uv-target && python3 -m venv --without-pip "
                              f"/tmp/uv-target && {UV_VENV}/bin/uv pip install --no-cache "
                              "--python /tmp/uv-target/bin/python lab-feedonly")
@@ -214,6 +224,8 @@ def test_offline_mode_installs_from_the_wheelhouse_without_the_network(lab, tmp_
     for host in HOSTS:
         sudo(lab, host, f"mkdir -p {WHEELHOUSE} && echo {encoded} | base64 -d "
              f"> {WHEELHOUSE}/{wheel.name}")
+        with netrc(lab, host):
+            ensure_uv(lab, lab.testinfra(host))
     result = play(lab, tmp_path, feed_vars(lab, pip_config_mode="offline"))
     assert result.returncode == 0, result.stdout + result.stderr
     for host in HOSTS:
