@@ -214,3 +214,22 @@ def test_second_index_records_every_authorization_header(lab):
                if e["client"] == lab.host("deb13-1").ip]
     expected = "Basic " + base64.b64encode(b"probe:not-a-real-token").decode()
     assert [e["authorization"] for e in entries] == [None, expected]
+
+
+def test_controller_pip_downloads_from_the_feed_by_its_address(lab, tmp_path):
+    """What a controller-side build does: real pip here, the token from a netrc file (never
+    on a command line), links and the 303 to the blob side kept on the gateway address."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {lab.gateway} login lab password {lab.token}\n")
+    netrc.chmod(0o600)
+    mark = lab.log_mark(lab.access_log)
+    env = packages.controller_env(for_lab=True, NETRC=str(netrc))
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                             "--no-cache-dir", "--cert", str(lab.ca_file), "--index-url",
+                             lab.controller_feed_url, "--dest", str(tmp_path / "dl"),
+                             "lab-feedonly"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "dl" / "lab_feedonly-1.0.0-py3-none-any.whl").exists()
+    kinds = [(e["kind"], e["host"], e["status"]) for e in lab.read_log(lab.access_log, mark)]
+    assert ("download", lab.gateway, 303) in kinds and ("blob", lab.gateway, 200) in kinds

@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import html
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -598,6 +599,7 @@ class FeedApp:
 
     def __init__(self, config: FeedConfig) -> None:
         self.config = config
+        self._local = threading.local()
         self.tokens = TokenStore(config.tokens_file)
         self.control = ControlFile(config.control_file)
         self.log = JsonLines(config.access_log)
@@ -615,11 +617,26 @@ class FeedApp:
     # -- URL space --
     @property
     def public_base(self) -> str:
-        return self.config.public_base.rstrip("/")
+        return (getattr(self._local, "base", None) or self.config.public_base).rstrip("/")
 
     @property
     def blob_base(self) -> str:
-        return self.config.blob_base.rstrip("/")
+        return (getattr(self._local, "base", None) or self.config.blob_base).rstrip("/")
+
+    def use_authority(self, host_header: Optional[str]) -> None:
+        """Serve this thread's request for a client that names the feed by IP address.
+
+        The controller cannot resolve the lab's host names (its /etc/hosts is not the lab's
+        to change), so it addresses the feed by the address the certificate names; links
+        and blob redirects then stay on that address. Clients using the names see no change.
+        """
+        try:
+            ipaddress.ip_address(host_part(host_header))
+        except ValueError:
+            self._local.base = None
+            return
+        scheme = urlsplit(self.config.public_base).scheme or "https"
+        self._local.base = f"{scheme}://{(host_header or '').strip()}"
 
     @property
     def feed_path(self) -> str:
@@ -758,6 +775,7 @@ class FeedHandler(_Handler):
         host_header = self.headers.get("Host")
         path = self._raw_path
         side = self.app.side(host_header, path)
+        self.app.use_authority(host_header)
         kind = "other"
         rest = ""
         if side == "blob":

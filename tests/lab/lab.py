@@ -157,6 +157,12 @@ class Lab:
         return f"https://{FEED_HOST}{self.feed_path}/simple/"
 
     @property
+    def controller_feed_url(self) -> str:
+        """The feed as the controller reaches it: by the gateway address, which the
+        certificate names, since the machine's resolver knows nothing of the lab's names."""
+        return f"https://{self.gateway}{self.feed_path}/simple/"
+
+    @property
     def upload_url(self) -> str:
         return f"https://{FEED_HOST}{self.feed_path}/upload/"
 
@@ -487,6 +493,8 @@ class Lab:
                 "lab_name": self.name,
                 "lab_feed_index_url": self.feed_url,
                 "lab_feed_upload_url": self.upload_url,
+                "lab_feed_controller_index_url": self.controller_feed_url,
+                "lab_ca_file_controller": str(self.ca_file),
                 "lab_feed_token_file": str(self.dir / "secrets" / "token"),
                 "lab_ca_file": HOST_CA_PATH,
                 "lab_other_index_url": self.other_url,
