@@ -22,6 +22,7 @@ from tests.lab import packages
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "pip_config"
+COMMON_FILTERS = ROOT / "roles" / "pipfeed_common" / "filter_plugins"
 BIN = Path(sys.executable).parent
 FEED = "https://feed.example.test/contoso/_packaging/python-feed/pypi/simple/"
 AZURE_PROJECT = "https://pkgs.dev.azure.com/contoso/platform/_packaging/team-feed/pypi/simple/"
@@ -122,7 +123,7 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     playbook = base / "render.yml"
     playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
     (base / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
-    env = _controller_env(ANSIBLE_FILTER_PLUGINS=str(ROLE / "filter_plugins"),
+    env = _controller_env(ANSIBLE_FILTER_PLUGINS=f"{ROLE / 'filter_plugins'}:{COMMON_FILTERS}",
                           ANSIBLE_CONFIG=str(base / "ansible.cfg"),
                           ANSIBLE_LOCALHOST_WARNING="false",
                           ANSIBLE_INVENTORY_UNPARSED_WARNING="false", NO_COLOR="1")

@@ -8,13 +8,13 @@ the role owns" means what pip means by it.
 from __future__ import annotations
 
 import configparser
+from urllib.parse import quote
 
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # the unit tests import this module without Ansible's plugin loader
     AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
 
-AZURE_HOST = "https://pkgs.dev.azure.com"
 
 
 def normalize_key(name: str) -> str:
@@ -23,22 +23,14 @@ def normalize_key(name: str) -> str:
     return name[2:] if name.startswith("--") else name
 
 
-def feed_url(feed: dict) -> str:
-    """The feed's PEP 503 index URL: its ``url``, or the Azure Artifacts URL built from
-    ``azure: {organization, project (optional), feed}``. Validation is preflight's job; an
-    incomplete entry gives an empty string here so that preflight can name what is missing."""
-    if not isinstance(feed, dict):
-        return ""
-    if feed.get("url"):
-        return str(feed["url"])
-    azure = feed.get("azure")
-    if not isinstance(azure, dict) or not azure.get("organization") or not azure.get("feed"):
-        return ""
-    parts = [AZURE_HOST, str(azure["organization"])]
-    if azure.get("project"):
-        parts.append(str(azure["project"]))
-    parts += ["_packaging", str(azure["feed"]), "pypi", "simple", ""]
-    return "/".join(parts)
+def with_username(url: str, username: str = "") -> str:
+    """The index URL with a user name (no password) in it, for pip's and uv's keyring lookup:
+    pip 23.1 to 26.1 and uv ask a keyring only for a URL that carries one. The input URL
+    carries no credentials (preflight refuses them)."""
+    if not username or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{quote(str(username), safe='')}@{rest}"
 
 
 def ini_value(value) -> str:
@@ -106,7 +98,7 @@ def list_line(item: list, section: str = "global") -> str:
 class FilterModule:
     def filters(self):
         return {
-            "pip_config_feed_url": feed_url,
+            "pip_config_with_username": with_username,
             "pip_config_kept_settings": kept_settings,
             "pip_config_ini_lines": ini_lines,
             "pip_config_normalize_key": normalize_key,
