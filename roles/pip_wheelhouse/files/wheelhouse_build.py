@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""The controller side of the wheelhouse: one build per target platform, cached.
+
+Runs with the controller's Python (the one running Ansible), and needs only the standard
+library and ``packaging``, which ansible-core itself depends on.
+
+Why not just ``pip download -r requirements.txt --python-version ...``: pip evaluates
+environment markers (``; python_version < "3.10"``) for the Python that runs it, not for
+``--python-version``, and it does so for dependencies too. So the requirement set is resolved
+here, for the target: every requirement must be pinned (directly or by the constraints file),
+pip downloads exactly those pins with ``--no-deps``, and the dependency closure is then checked
+from each wheel's own metadata, evaluated for the target; a dependency that the constraints pin
+is added, one that nothing pins fails the build with its name.
+
+Commands (JSON in as one argument, JSON out on stdout; errors on stderr, exit 1):
+``check``   the requirement set for a list of platforms: pinned, parseable.
+``plan``    which platforms already have a complete, verified build in the cache.
+``build``   download what is missing (pip reads the token from the netrc file in $NETRC).
+``bundle``  one tar per (platform, set of missing files), for the hosts that lack them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+MANIFEST = "manifest.json"
+REQUIREMENTS = "requirements.txt"
+# How a machine points TLS clients at its own CA bundle; the controller's pip must not inherit
+# them (nor any PIP_* setting nor /etc/pip.conf): the role says which index and which CA.
+CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+HASH_OPTION = re.compile(r"\s--hash[=\s]+(\S+)")
+
+
+class BuildError(Exception):
+    pass
+
+
+# ----- the target platform -------------------------------------------------------------------
+def manylinux_platforms(glibc: str, arch: str) -> list[str]:
+    """Every manylinux tag a host with this glibc accepts, most specific first (PEP 600, and
+    the legacy aliases of PEP 513/571/599)."""
+    major, minor = (int(part) for part in glibc.split(".")[:2])
+    if major != 2:
+        raise BuildError(f"glibc {glibc} is not a 2.x glibc")
+    tags = []
+    for glibc_minor in range(minor, 4, -1):
+        tags.append(f"manylinux_2_{glibc_minor}_{arch}")
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(glibc_minor)
+        if legacy:
+            tags.append(f"{legacy}_{arch}")
+    return tags
+
+
+def target_tags(platform: dict) -> list[Tag]:
+    """The wheel tags the target's pip accepts, best first."""
+    version = tuple(int(part) for part in platform["python"].split("."))
+    abi = platform["abi"]
+    platforms = manylinux_platforms(platform["glibc"], platform["arch"])
+    return (list(cpython_tags(version, [abi, "abi3", "none"], platforms))
+            + list(compatible_tags(version, abi, platforms)))
+
+
+def marker_environment(platform: dict) -> dict[str, str]:
+    """PEP 508 environment of the target, for evaluating markers as its own pip would."""
+    return {
+        "implementation_name": "cpython", "implementation_version": platform["python"] + ".0",
+        "os_name": "posix", "platform_machine": platform["arch"],
+        "platform_python_implementation": "CPython", "platform_release": "",
+        "platform_system": "Linux", "platform_version": "", "python_full_version":
+        platform["python"] + ".0", "python_version": platform["python"], "sys_platform": "linux",
+    }
+
+
+# ----- the requirement set -------------------------------------------------------------------
+def logical_lines(text: str):
+    """(line number, line) with comments removed and backslash continuations joined."""
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        if line:
+            yield start, line
+
+
+def parse_file(path: str, label: str) -> list[dict]:
+    """Every requirement of a file, with the hashes it lists and where it is."""
+    entries = []
+    text = Path(path).read_text()
+    for number, line in logical_lines(text):
+        hashes = [value.split(":", 1)[-1] for value in HASH_OPTION.findall(" " + line)]
+        spec = HASH_OPTION.sub(" ", " " + line).strip()
+        if spec.startswith("-"):
+            raise BuildError(
+                f"{label} line {number}: '{line}' is a pip option; the file may hold "
+                "requirements only (the role sets the index, find-links and hashes itself)")
+        try:
+            requirement = Requirement(spec)
+        except InvalidRequirement as error:
+            raise BuildError(f"{label} line {number}: '{line}' is not a requirement ({error})")
+        if requirement.url:
+            raise BuildError(f"{label} line {number}: '{line}' is a direct URL; name a "
+                             "release of the index instead (name==version)")
+        entries.append({"requirement": requirement, "hashes": hashes,
+                        "where": f"{label} line {number}: '{line}'"})
+    return entries
+
+
+def pinned_version(requirement: Requirement):
+    specifiers = list(requirement.specifier)
+    if (len(specifiers) == 1 and specifiers[0].operator == "=="
+            and "*" not in specifiers[0].version):
+        return specifiers[0].version
+    return None
+
+
+def resolve_set(requirements: str, constraints: str, platform: dict) -> dict[str, dict]:
+    """The pins that apply to the target: {canonical name: {name, version, extras, hashes}}.
+
+    A requirement is pinned by '==' on its own line or by the constraints file; markers are
+    evaluated for the target.
+    """
+    environment = marker_environment(platform)
+    pins: dict[str, dict] = {}
+    constrained = constraint_pins(constraints, platform)
+    for entry in parse_file(requirements, "pip_wheelhouse_requirements"):
+        requirement = entry["requirement"]
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        name = canonicalize_name(requirement.name)
+        version = pinned_version(requirement)
+        if version is None and name in constrained:
+            version = constrained[name]["version"]
+            if requirement.specifier and not requirement.specifier.contains(version, True):
+                raise BuildError(f"{entry['where']} excludes {version}, which "
+                                 "pip_wheelhouse_constraints pins")
+        if version is None:
+            raise BuildError(
+                f"{entry['where']} is not pinned. Pin it with '==' "
+                f"({requirement.name}==<version>), or pin it in pip_wheelhouse_constraints: a "
+                "wheelhouse holds exact releases, so that an offline install gets the same ones")
+        if name in pins and pins[name]["version"] != version:
+            raise BuildError(f"{entry['where']} pins {requirement.name} to {version}, another "
+                             f"line to {pins[name]['version']}, for Python {platform['python']}")
+        hashes = entry["hashes"] or constrained.get(name, {}).get("hashes", [])
+        pins[name] = {"name": requirement.name, "version": version,
+                      "extras": sorted(requirement.extras), "hashes": hashes}
+    return pins
+
+
+def constraint_pins(constraints: str, platform: dict) -> dict[str, dict]:
+    if not constraints:
+        return {}
+    environment = marker_environment(platform)
+    pins = {}
+    for entry in parse_file(constraints, "pip_wheelhouse_constraints"):
+        requirement = entry["requirement"]
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        version = pinned_version(requirement)
+        if version is None:
+            raise BuildError(f"{entry['where']} is not pinned with '=='")
+        pins[canonicalize_name(requirement.name)] = {
+            "name": requirement.name, "version": version, "extras": [],
+            "hashes": entry["hashes"]}
+    return pins
+
+
+def wheel_dependencies(wheel: Path) -> list[Requirement]:
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(n for n in archive.namelist()
+                        if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        headers = HeaderParser().parsestr(archive.read(metadata).decode("utf-8", "replace"))
+    return [Requirement(value) for value in headers.get_all("Requires-Dist") or []]
+
+
+def missing_dependencies(chosen: dict[str, Path], pins: dict[str, dict],
+                         platform: dict) -> list[tuple[str, Requirement]]:
+    """(needed by, requirement) for every dependency of the set, for the target, that the set
+    does not satisfy."""
+    problems = []
+    base = marker_environment(platform)
+    for name, wheel in sorted(chosen.items()):
+        extras = [""] + pins[name]["extras"]
+        for requirement in wheel_dependencies(wheel):
+            if requirement.marker is not None and not any(
+                    requirement.marker.evaluate(dict(base, extra=extra)) for extra in extras):
+                continue
+            dependency = canonicalize_name(requirement.name)
+            pin = pins.get(dependency)
+            if pin is None or not requirement.specifier.contains(pin["version"], True):
+                problems.append((pins[name]["name"], requirement))
+    return problems
+
+
+# ----- the cache -----------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def platform_dir(spec: dict, platform: dict) -> Path:
+    return Path(os.path.expanduser(spec["cache_dir"])) / platform["key"]
+
+
+def set_key(spec: dict, platform: dict) -> str:
+    """What a build depends on: the two files' bytes, the target, and the index."""
+    material = [Path(spec["requirements"]).read_bytes(),
+                Path(spec["constraints"]).read_bytes() if spec.get("constraints") else b"",
+                json.dumps(platform, sort_keys=True).encode(), spec["index_url"].encode()]
+    return hashlib.sha256(b"\0".join(material)).hexdigest()[:16]
+
+
+def cached_result(spec: dict, platform: dict):
+    """The build for this key when its manifest exists and every file matches it; None when a
+    file is missing (the build downloads it again). A file that is there but does not match its
+    manifest stops the run: the cache was altered, and hiding that would hide the cause."""
+    root = platform_dir(spec, platform)
+    set_dir = root / "sets" / set_key(spec, platform)
+    manifest_path = set_dir / MANIFEST
+    if not manifest_path.exists():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    for name, expected in sorted(manifest["files"].items()):
+        path = (set_dir if name == REQUIREMENTS else root / "wheels") / name
+        if not path.exists():
+            return None
+        actual = sha256_file(path)
+        if actual != expected["sha256"]:
+            raise BuildError(
+                f"{path} has sha256 {actual}, but the manifest {manifest_path} says "
+                f"{expected['sha256']}. The cached file was altered or damaged; delete it (or "
+                f"the whole cache directory {root}) and run again to download it afresh")
+    return result_for(root, set_dir, manifest)
+
+
+def result_for(root: Path, set_dir: Path, manifest: dict, downloaded=()) -> dict:
+    files = {}
+    for name, entry in manifest["files"].items():
+        source = set_dir / name if name == REQUIREMENTS else root / "wheels" / name
+        files[name] = dict(entry, src=str(source))
+    manifest_path = set_dir / MANIFEST
+    files[MANIFEST] = {"sha256": sha256_file(manifest_path),
+                       "size": manifest_path.stat().st_size, "src": str(manifest_path)}
+    return {"key": manifest["platform"]["key"], "dir": str(root), "files": files,
+            "manifest_sha256": files[MANIFEST]["sha256"], "downloaded": list(downloaded)}
+
+
+# ----- pip -----------------------------------------------------------------------------------
+def pip_env(netrc: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PIP_") and k not in CA_OVERRIDES and k != "NETRC"}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    if netrc:
+        env["NETRC"] = netrc
+    return env
+
+
+def pip_download(spec: dict, platform: dict, pins: list[dict], dest: Path) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("".join(f"{p['name']}=={p['version']}\n" for p in pins))
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--only-binary=:all:", "--dest", str(dest), "--index-url", spec["index_url"],
+           "--python-version", platform["python"], "--implementation", "cp",
+           "--abi", platform["abi"], "--abi", "abi3", "--abi", "none",
+           "--progress-bar", "off", "--requirement", handle.name]
+    for tag in manylinux_platforms(platform["glibc"], platform["arch"]):
+        cmd += ["--platform", tag]
+    if spec.get("cert"):
+        cmd += ["--cert", spec["cert"]]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=pip_env(spec["netrc"]),
+                                timeout=spec.get("timeout", 1800))
+    finally:
+        os.unlink(handle.name)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
+        raise BuildError(
+            f"pip download for {platform['key']} from {spec['index_url']} failed:\n{tail}\n"
+            "A release with no wheel for this platform (sdist only) cannot go into the "
+            "wheelhouse yet: build its wheel on a host of the platform and publish it to the "
+            "feed.")
+
+
+def choose_wheel(directory: Path, name: str, version: str, ranks: dict[Tag, int]):
+    best, best_rank = None, None
+    for path in directory.glob("*.whl"):
+        try:
+            wheel_name, wheel_version, _, tags = parse_wheel_filename(path.name)
+        except ValueError:
+            continue
+        if wheel_name != name or wheel_version != Version(version):
+            continue
+        rank = min((ranks[tag] for tag in tags if tag in ranks), default=None)
+        if rank is not None and (best_rank is None or rank < best_rank):
+            best, best_rank = path, rank
+    return best
+
+
+def build_one(spec: dict, platform: dict) -> dict:
+    cached = cached_result(spec, platform)
+    if cached is not None:
+        return cached
+    root = platform_dir(spec, platform)
+    wheels = root / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in wheels.glob("*.whl")}
+    pins = resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
+    constrained = constraint_pins(spec.get("constraints", ""), platform)
+    ranks = {tag: index for index, tag in enumerate(target_tags(platform))}
+    chosen: dict[str, Path] = {}
+    todo = list(pins)
+    for _ in range(50):  # each round adds the dependencies the constraints pin
+        fetch = [pins[n] for n in todo
+                 if choose_wheel(wheels, n, pins[n]["version"], ranks) is None]
+        if fetch:
+            pip_download(spec, platform, fetch, wheels)
+        for name in todo:
+            wheel = choose_wheel(wheels, name, pins[name]["version"], ranks)
+            if wheel is None:
+                raise BuildError(f"no wheel of {pins[name]['name']}=={pins[name]['version']} "
+                                 f"for {platform['key']} arrived from {spec['index_url']}")
+            chosen[name] = wheel
+        todo = []
+        unresolved = []
+        for needed_by, requirement in missing_dependencies(chosen, pins, platform):
+            dependency = canonicalize_name(requirement.name)
+            pin = constrained.get(dependency)
+            if (dependency not in pins and pin
+                    and requirement.specifier.contains(pin["version"], True)):
+                pins[dependency] = dict(pin, extras=sorted(requirement.extras))
+                todo.append(dependency)
+            else:
+                unresolved.append(f"{needed_by} needs {requirement}")
+        if unresolved:
+            raise BuildError(
+                f"the requirement set is not complete for Python {platform['python']}: "
+                + "; ".join(sorted(set(unresolved)))
+                + ". Pin these in pip_wheelhouse_requirements or pip_wheelhouse_constraints "
+                "(a lock file, for example from 'pip-compile' or 'uv pip compile').")
+        if not todo:
+            break
+    files, lines = {}, []
+    for name in sorted(chosen):
+        wheel, pin = chosen[name], pins[name]
+        digest = sha256_file(wheel)
+        if pin["hashes"] and digest not in pin["hashes"]:
+            raise BuildError(
+                f"{wheel.name} has sha256 {digest}, which is none of the hashes the requirement "
+                f"set lists for {pin['name']}=={pin['version']} ({', '.join(pin['hashes'])}). "
+                "The index serves another file than the one that was locked: find out why "
+                "before you trust it, then fix the hash or the index")
+        files[wheel.name] = {"sha256": digest, "size": wheel.stat().st_size}
+        extras = f"[{','.join(pin['extras'])}]" if pin["extras"] else ""
+        lines.append(f"{pin['name']}{extras}=={pin['version']} \\\n    --hash=sha256:{digest}\n")
+    key = set_key(spec, platform)
+    set_dir = root / "sets" / key
+    set_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.get("host_path", "/var/lib/pipfeed/wheelhouse")
+    requirements = (
+        f"# The wheelhouse's requirement set for {platform['key']}, pinned and hashed.\n"
+        f"# Install it with no request to any index:\n"
+        f"#   pip install --no-index -r {path}/{REQUIREMENTS}\n" + "".join(lines))
+    write_atomic(set_dir / REQUIREMENTS, requirements)
+    files[REQUIREMENTS] = {"sha256": sha256_file(set_dir / REQUIREMENTS),
+                           "size": (set_dir / REQUIREMENTS).stat().st_size}
+    manifest = {"platform": platform, "files": files}
+    write_atomic(set_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    downloaded = sorted({p.name for p in wheels.glob("*.whl")} - before)
+    return result_for(root, set_dir, manifest, downloaded)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# ----- bundles -------------------------------------------------------------------------------
+def make_bundle(target: Path, names: list[str], files: dict) -> None:
+    """A plain tar (wheels are compressed already) of exactly these files, owned by root."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    with tarfile.open(temporary, "w:", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(names):
+            info = archive.gettarinfo(files[name]["src"], arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o644
+            info.mtime = 0
+            with open(files[name]["src"], "rb") as handle:
+                archive.addfile(info, handle)
+    os.replace(temporary, target)
+
+
+# ----- commands ------------------------------------------------------------------------------
+def command_check(spec: dict) -> dict:
+    for name in ("requirements", "constraints"):
+        value = spec.get(name) or ""
+        if value and not Path(value).is_file():
+            raise BuildError(f"pip_wheelhouse_{name} is {value}, which is not a file on the "
+                             "controller")
+    for platform in spec["platforms"]:
+        if platform.get("implementation") != "cpython" or not platform.get("glibc"):
+            raise BuildError(f"hosts of platform {platform['key']} are not CPython on glibc; "
+                             "the wheelhouse builds manylinux wheels for CPython only")
+        resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
+    return {"ok": True}
+
+
+def command_plan(spec: dict) -> dict:
+    return {p["key"]: cached_result(spec, p) for p in spec["platforms"]}
+
+
+def command_build(spec: dict) -> dict:
+    return {p["key"]: build_one(spec, p) for p in spec["platforms"]}
+
+
+def command_bundle(spec: dict) -> dict:
+    made = []
+    for item in spec["bundles"]:
+        make_bundle(Path(item["bundle"]), item["names"], item["files"])
+        made.append(item["bundle"])
+    return {"bundles": made}
+
+
+COMMANDS = {"check": command_check, "plan": command_plan, "build": command_build,
+            "bundle": command_bundle}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in COMMANDS:
+        print(f"usage: wheelhouse_build.py {{{','.join(COMMANDS)}}} JSON", file=sys.stderr)
+        return 2
+    try:
+        result = COMMANDS[argv[0]](json.loads(argv[1]))
+    except (BuildError, OSError, ValueError) as error:
+        print(f"wheelhouse: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""The host side of the wheelhouse, standard library only (a locked-down VM has nothing else).
+
+Two commands, each one Ansible task, so that a host costs a constant number of round trips
+whatever the number of wheels:
+
+``probe``  reports the host's platform (Python, ABI, architecture, glibc), the free space where
+           the wheelhouse lives, and the SHA-256 of every file the current wheelhouse holds. The
+           controller compares that list with the manifest and decides what to send.
+``apply``  builds the next wheelhouse in a new directory next to the current one (unchanged
+           wheels hard-linked from it, new ones unpacked from one tar), checks every file
+           against the manifest, and only then swaps the wheelhouse symlink with a rename. A run
+           that dies before the rename leaves the previous wheelhouse whole; the next run
+           removes what it left behind.
+
+Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import time
+
+MANIFEST = "manifest.json"
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_dir(path: str) -> str:
+    """Where the versions live: next to the wheelhouse, so hard links and rename work."""
+    parent, name = os.path.split(path.rstrip("/"))
+    return os.path.join(parent, "." + name + ".d")
+
+
+def current_dir(path: str):
+    """The directory the wheelhouse path resolves to, or None."""
+    return os.path.realpath(path) if os.path.isdir(path) else None
+
+
+def list_files(directory) -> dict:
+    """Every regular file in the directory, with its SHA-256 and size (one pass, no subdirs)."""
+    files = {}
+    if not directory:
+        return files
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.is_file(follow_symlinks=False):
+            files[entry.name] = {"sha256": sha256_file(entry.path), "size": entry.stat().st_size}
+    return files
+
+
+def free_bytes(path: str) -> int:
+    """Free space for root on the file system that holds (or will hold) the wheelhouse."""
+    probe = os.path.dirname(path.rstrip("/")) or "/"
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "/"
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize
+
+
+def glibc_version() -> str:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").split()[1]  # "glibc 2.36"
+    except (AttributeError, ValueError, IndexError, OSError):
+        libc, version = platform.libc_ver()
+        return version if libc == "glibc" else ""
+
+
+def probe(path: str) -> dict:
+    info = sys.version_info
+    implementation = sys.implementation.name
+    abi = ("cp%d%d" % (info[0], info[1])) if implementation == "cpython" else implementation
+    arch = platform.machine()
+    glibc = glibc_version()
+    current = current_dir(path)
+    store = store_dir(path)
+    stale = []
+    if os.path.isdir(store):
+        stale = sorted(e.name for e in os.scandir(store)
+                       if not current or os.path.join(store, e.name) != current)
+    return {
+        "platform": {
+            "key": "%s-glibc%s-%s" % (abi, glibc or "none", arch),
+            "python": "%d.%d" % (info[0], info[1]),
+            "implementation": implementation,
+            "abi": abi,
+            "arch": arch,
+            "glibc": glibc,
+        },
+        "path": path,
+        "exists": current is not None,
+        "is_link": os.path.islink(path),
+        "stale": stale,
+        "free_bytes": free_bytes(path),
+        "files": list_files(current),
+    }
+
+
+class ApplyError(Exception):
+    pass
+
+
+def unpack(bundle: str, target: str) -> list:
+    """Unpack a flat tar of wheels, refusing anything but plain files with plain names."""
+    names = []
+    with tarfile.open(bundle, "r:") as archive:
+        for member in archive:
+            name = member.name
+            if (not member.isfile() or "/" in name or name in ("", ".", "..")
+                    or name.startswith(".")):
+                raise ApplyError("the bundle holds %r, which is not a plain file name" % name)
+            source = archive.extractfile(member)
+            with open(os.path.join(target, name), "xb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+            names.append(name)
+    return names
+
+
+def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
+    store = store_dir(path)
+    os.makedirs(store, mode=0o755, exist_ok=True)
+    os.chmod(store, 0o755)
+    current = current_dir(path)
+    version = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
+    staging = os.path.join(store, version)
+    os.mkdir(staging, 0o755)
+    try:
+        received = unpack(bundle, staging) if bundle else []
+        old = list_names(current)
+        # The manifest, new or unchanged, names the files of the next wheelhouse.
+        if MANIFEST not in received:
+            link(current, staging, MANIFEST)
+        manifest_path = os.path.join(staging, MANIFEST)
+        if not os.path.exists(manifest_path):
+            raise ApplyError("no %s arrived and the current wheelhouse has none" % MANIFEST)
+        if sha256_file(manifest_path) != manifest_sha:
+            raise ApplyError("%s does not match the controller's manifest (sha256 %s)"
+                             % (MANIFEST, manifest_sha))
+        with open(manifest_path) as handle:
+            wanted = json.load(handle)["files"]
+        for name in wanted:
+            if name not in received:
+                link(current, staging, name)
+        kept = []
+        if not prune:
+            for name in old:
+                if name not in wanted and name != MANIFEST and name not in received:
+                    link(current, staging, name)
+                    kept.append(name)
+        bad = []
+        for name, expected in sorted(wanted.items()):
+            file_path = os.path.join(staging, name)
+            if not os.path.exists(file_path):
+                bad.append("%s (missing)" % name)
+                continue
+            actual = sha256_file(file_path)
+            if actual != expected["sha256"]:
+                bad.append("%s (sha256 %s, manifest says %s)" % (name, actual, expected["sha256"]))
+        if bad:
+            raise ApplyError("these files do not match the manifest: " + "; ".join(bad))
+        for name in os.listdir(staging):
+            os.chmod(os.path.join(staging, name), 0o644)
+        os.sync()
+        swap(path, staging, store)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if bundle and os.path.exists(bundle):
+            os.unlink(bundle)
+    removed = sorted(set(old) - set(wanted) - set(kept) - {MANIFEST})
+    cleanup(store, staging)
+    return {"changed": True, "version": version, "received": sorted(received),
+            "removed": removed}
+
+
+def list_names(directory) -> list:
+    if not directory:
+        return []
+    return sorted(e.name for e in os.scandir(directory) if e.is_file(follow_symlinks=False))
+
+
+def link(source_dir, target_dir: str, name: str) -> None:
+    """Hard-link an unchanged file from the current wheelhouse (no copy, no extra space)."""
+    if not source_dir:
+        return
+    source = os.path.join(source_dir, name)
+    if os.path.isfile(source) and not os.path.islink(source):
+        os.link(source, os.path.join(target_dir, name))
+
+
+def swap(path: str, staging: str, store: str) -> None:
+    """Point the wheelhouse at the new version with one rename: readers see the old or the new
+    directory, never a mix."""
+    relative = os.path.relpath(staging, os.path.dirname(path.rstrip("/")))
+    if os.path.isdir(path) and not os.path.islink(path):
+        # A plain directory (made by hand or by an older layout) becomes a version of its own
+        # first; a symlink cannot be renamed over a directory.
+        os.rename(path, os.path.join(store, "previous-" + os.urandom(3).hex()))
+    temporary = path.rstrip("/") + ".new-" + os.urandom(3).hex()
+    os.symlink(relative, temporary)
+    os.replace(temporary, path)
+    directory = os.open(os.path.dirname(path.rstrip("/")) or "/", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def cleanup(store: str, keep: str) -> None:
+    """Remove every other version, and what a run that died left behind."""
+    for entry in os.scandir(store):
+        if entry.path != keep:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+
+
+def main(argv: list) -> int:
+    if len(argv) < 2 or argv[0] not in ("probe", "apply"):
+        print("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE]",
+              file=sys.stderr)
+        return 2
+    path = argv[1]
+    if not os.path.isabs(path):
+        print("the wheelhouse path must be absolute, not %r" % path, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "probe":
+            result = probe(path)
+        else:
+            bundle = argv[4] if len(argv) > 4 and argv[4] else None
+            result = apply(path, bundle, argv[2], argv[3] == "true")
+    except (ApplyError, OSError, tarfile.TarError, ValueError, KeyError) as error:
+        print("wheelhouse %s failed: %s" % (argv[0], error), file=sys.stderr)
+        return 1
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

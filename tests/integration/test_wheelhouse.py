@@ -1,0 +1,213 @@
+"""Role pip_wheelhouse on the lab's Debian 11/12/13 hosts (Python 3.9, 3.11, 3.13): the
+controller builds one wheelhouse per platform from the feed, each host gets what it lacks in
+one archive, and real pip and uv then install with the feed stopped and no request to any
+index. A re-run transfers nothing and changes nothing; damage on a host is repaired; a cache
+that does not match its manifest, or too little free space, stops the run before the hosts
+change, and a run that died leaves the previous wheelhouse in use."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import recap, run_playbooks, task_hosts
+from tests.lab import packages
+
+pytestmark = pytest.mark.integration
+HOSTS = {"deb11-1": "3.9", "deb12-1": "3.11", "deb13-1": "3.13"}
+WHEELHOUSE = "/var/lib/pipfeed/wheelhouse"
+STORE = "/var/lib/pipfeed/.wheelhouse.d"
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("wheelhouse")
+
+
+@pytest.fixture(scope="module")
+def requirements(workdir) -> Path:
+    path = workdir / "requirements.txt"
+    path.write_text("# with markers: the role evaluates them for each target Python\n"
+                    + "\n".join(packages.wheelhouse_set()) + "\n")
+    return path
+
+
+def play(lab, workdir: Path, requirements: Path, **settings) -> subprocess.CompletedProcess:
+    """pip_config (find-links on) then the wheelhouse, as site.yml runs them."""
+    variables = {
+        "lab_feed_token": lab.token,
+        # The wheelhouse on (pip_config's find-links follows); the helper is tested elsewhere.
+        "pipfeed_wheelhouse": True,
+        "pipfeed_credential_helper": False,
+        "pip_wheelhouse_requirements": str(requirements),
+        "pip_wheelhouse_cache_dir": str(workdir / "cache"),
+        "pip_wheelhouse_index_url": lab.controller_feed_url,
+        "pip_wheelhouse_controller_cert": str(lab.ca_file),
+        **settings,
+    }
+    return run_playbooks(lab, workdir, ["playbooks/hosts.yml", "playbooks/wheelhouse.yml"],
+                         variables, timeout=600)
+
+
+def sudo(lab, host: str, command: str, check: bool = True):
+    result = lab.testinfra(host).run(f"sudo sh -c {json.dumps(command)}")
+    if check:
+        assert result.rc == 0, result.stdout + result.stderr
+    return result
+
+
+def current_version(lab, host: str) -> str:
+    return sudo(lab, host, f"readlink {WHEELHOUSE}").stdout.strip()
+
+
+def offline_install(lab, host: str) -> None:
+    """The plain command a user types, in a fresh venv: pip reads find-links from pip.conf."""
+    pins = "\\n".join(packages.wheelhouse_pins(HOSTS[host]))
+    sudo(lab, host, f"rm -rf /tmp/wh-pip && python3 -m venv /tmp/wh-pip && "
+         f"printf '{pins}\\n' > /tmp/wh-requirements.txt")
+    result = lab.testinfra(host).run(
+        "sudo /tmp/wh-pip/bin/pip install --no-index --disable-pip-version-check "
+        "-r /tmp/wh-requirements.txt")
+    assert result.rc == 0, result.stdout + result.stderr
+    check = lab.testinfra(host).run(
+        "/tmp/wh-pip/bin/python -c 'import cryptography, numpy, pydantic, requests'")
+    assert check.rc == 0, check.stderr
+
+
+@pytest.fixture(scope="module")
+def seeded(lab, workdir, requirements):
+    """Hosts with no pip configuration and no wheelhouse, then one full run."""
+    for host in HOSTS:
+        sudo(lab, host, "rm -rf /etc/pip.conf /etc/pip.conf.*~ /etc/uv /var/lib/pipfeed "
+             "/tmp/wh-pip /tmp/wh-uv /tmp/wh-requirements.txt")
+    result = play(lab, workdir, requirements)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    yield result
+    for host in HOSTS:
+        sudo(lab, host, "rm -rf /var/lib/pipfeed /tmp/wh-pip /tmp/wh-uv /tmp/wh-requirements.txt",
+             check=False)
+
+
+def test_first_run_seeds_every_host_with_its_platforms_wheels(lab, seeded):
+    assert task_hosts(seeded.stdout, "Send the missing wheels", "changed") == set(HOSTS)
+    for host, python in HOSTS.items():
+        machine = lab.testinfra(host)
+        link = machine.file(WHEELHOUSE)
+        assert link.is_symlink and link.user == "root"
+        manifest = json.loads(machine.file(f"{WHEELHOUSE}/manifest.json").content_string)
+        abi = "cp" + python.replace(".", "")
+        assert manifest["platform"]["abi"] == abi
+        wheels = [n for n in manifest["files"] if n.endswith(".whl")]
+        assert len(wheels) == len(packages.wheelhouse_pins(python))
+        assert any(n.startswith("numpy-") and f"-{abi}-" in n for n in wheels)
+        modes = sudo(lab, host, f"stat -c '%a %U' {WHEELHOUSE}/ {WHEELHOUSE}/*").stdout.split("\n")
+        assert modes[0] == "755 root"
+        assert {m for m in modes[1:] if m} == {"644 root"}
+        text = machine.file(f"{WHEELHOUSE}/requirements.txt").content_string
+        assert text.count("--hash=sha256:") == len(wheels)
+
+
+def test_second_run_downloads_and_transfers_nothing_and_changes_nothing(lab, workdir,
+                                                                        requirements, seeded):
+    mark = lab.log_mark(lab.access_log)
+    result = play(lab, workdir, requirements)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    assert all(stats["changed"] == 0 for stats in recap(result.stdout).values()), result.stdout
+    assert task_hosts(result.stdout, "Send the missing wheels", "skipping") == set(HOSTS)
+    assert "0 downloaded now" in result.stdout
+    assert lab.read_log(lab.access_log, mark) == [], "the controller asked the feed again"
+
+
+def test_pip_and_uv_install_offline_with_the_feed_stopped(lab, seeded):
+    mark = lab.log_mark(lab.access_log)
+    lab.stop_feed()
+    try:
+        for host in HOSTS:
+            offline_install(lab, host)
+            sudo(lab, host, "/tmp/wh-pip/bin/pip install --no-index --disable-pip-version-check "
+                 "uv==0.13.9 && rm -rf /tmp/wh-uv && python3 -m venv --without-pip /tmp/wh-uv")
+            uv = lab.testinfra(host).run(
+                "sudo /tmp/wh-pip/bin/uv pip install --offline --python /tmp/wh-uv/bin/python "
+                "-r /tmp/wh-requirements.txt")
+            assert uv.rc == 0, uv.stdout + uv.stderr
+            check = lab.testinfra(host).run("/tmp/wh-uv/bin/python -c 'import numpy, pydantic'")
+            assert check.rc == 0, check.stderr
+    finally:
+        lab.start_feed()
+    assert lab.read_log(lab.access_log, mark) == []
+
+
+def test_venv_step_installs_the_set_with_hashes(lab, workdir, requirements, seeded):
+    result = play(lab, workdir, requirements,
+                  pip_wheelhouse_venvs=[{"path": "/opt/wh-test/venv"}])
+    try:
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+        for host in HOSTS:
+            check = lab.testinfra(host).run(
+                "/opt/wh-test/venv/bin/python -c 'import cryptography, numpy, uv'")
+            assert check.rc == 0, check.stderr
+    finally:
+        for host in HOSTS:
+            sudo(lab, host, "rm -rf /opt/wh-test", check=False)
+
+
+def test_corrupted_wheel_on_a_host_is_detected_and_replaced(lab, workdir, requirements, seeded):
+    host = "deb12-1"
+    wheel = sudo(lab, host, f"ls {WHEELHOUSE}/numpy-*.whl").stdout.strip()
+    before = sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0]
+    sudo(lab, host, f"printf garbage | dd of={wheel} bs=1 seek=1000 conv=notrunc status=none")
+    assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] != before
+    result = play(lab, workdir, requirements)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    assert task_hosts(result.stdout, "Send the missing wheels", "changed") == {host}
+    assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] == before
+
+
+def test_cache_file_that_does_not_match_its_manifest_fails_before_any_host_changes(
+        lab, workdir, requirements, seeded):
+    cached = sorted((workdir / "cache").glob("cp311-*/wheels/idna-*.whl"))[0]
+    versions = {host: current_version(lab, host) for host in HOSTS}
+    with open(cached, "ab") as handle:
+        handle.write(b"tampered")
+    result = play(lab, workdir, requirements)
+    assert result.returncode != 0
+    said = " ".join(result.stdout.split())
+    assert f"{cached} has sha256" in said and "but the manifest" in said, result.stdout[-3000:]
+    assert {host: current_version(lab, host) for host in HOSTS} == versions
+    cached.unlink()  # the next run downloads it afresh and converges
+    result = play(lab, workdir, requirements)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    assert all(stats["changed"] == 0 for stats in recap(result.stdout).values())
+
+
+def test_too_little_free_space_fails_cleanly_and_keeps_the_old_wheelhouse(
+        lab, workdir, requirements, seeded):
+    grown = workdir / "requirements-grown.txt"
+    grown.write_text(requirements.read_text() + "pyyaml==6.0.3\n")
+    versions = {host: current_version(lab, host) for host in HOSTS}
+    result = play(lab, workdir, grown, pip_wheelhouse_min_free_bytes=2 ** 60)
+    assert result.returncode != 0
+    said = " ".join(result.stdout.split())
+    assert "free where /var/lib/pipfeed/wheelhouse lives" in said, result.stdout[-3000:]
+    assert "Nothing was changed" in said
+    assert task_hosts(result.stdout, "Send the missing wheels", "changed") == set()
+    assert {host: current_version(lab, host) for host in HOSTS} == versions
+    offline_install(lab, "deb11-1")
+
+
+def test_a_run_that_died_mid_unpack_leaves_the_old_wheelhouse_and_the_next_run_converges(
+        lab, workdir, requirements, seeded):
+    # What a run killed between the transfer and the swap leaves: a half-written archive and
+    # a half-filled staging directory next to the wheelhouse.
+    for host in HOSTS:
+        sudo(lab, host, f"mkdir -p {STORE}/20000101T000000-dead00 && "
+             f"head -c 5000 /dev/urandom > {STORE}/20000101T000000-dead00/numpy-partial.whl && "
+             f"head -c 3000 /dev/urandom > {STORE}/incoming.tar")
+    offline_install(lab, "deb13-1")
+    result = play(lab, workdir, requirements)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    for host in HOSTS:
+        left = sudo(lab, host, f"ls -A {STORE}").stdout.split()
+        assert left == [current_version(lab, host).rsplit("/", 1)[-1]]
+    result = play(lab, workdir, requirements)
+    assert all(stats["changed"] == 0 for stats in recap(result.stdout).values())

@@ -1,0 +1,182 @@
+"""The pip_wheelhouse role's Python: the controller's requirement handling and cache, the
+host's probe and atomic swap, and the comparison filter. Everything runs in tmp_path."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.lab import packages
+
+pytestmark = pytest.mark.unit
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "pip_wheelhouse"
+PY39 = {"key": "cp39-glibc2.31-x86_64", "python": "3.9", "abi": "cp39", "arch": "x86_64",
+        "glibc": "2.31", "implementation": "cpython"}
+PY313 = dict(PY39, key="cp313-glibc2.41-x86_64", python="3.13", abi="cp313", glibc="2.41")
+
+
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = load("wheelhouse_build", ROLE / "files" / "wheelhouse_build.py")
+host = load("wheelhouse_host", ROLE / "files" / "wheelhouse_host.py")
+filters = load("pip_wheelhouse_filters", ROLE / "filter_plugins" / "pip_wheelhouse.py")
+
+
+def test_markers_are_evaluated_for_the_target_python_not_the_controllers(tmp_path):
+    reqs = tmp_path / "r.txt"
+    reqs.write_text('numpy==2.0.2 ; python_version == "3.9"\n'
+                    'numpy==2.5.5 ; python_version == "3.13"\nidna==3.20\n')
+    assert build.resolve_set(str(reqs), "", PY39)["numpy"]["version"] == "2.0.2"
+    assert build.resolve_set(str(reqs), "", PY313)["numpy"]["version"] == "2.5.5"
+
+
+def test_unpinned_requirement_is_refused_naming_the_line_and_the_fix(tmp_path):
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("idna==3.20\n# a comment\nrequests>=2\n")
+    with pytest.raises(build.BuildError, match=r"line 3: 'requests>=2' is not pinned.*'=='"):
+        build.resolve_set(str(reqs), "", PY39)
+
+
+def test_constraints_pin_what_the_requirements_leave_open(tmp_path):
+    reqs, cons = tmp_path / "r.txt", tmp_path / "c.txt"
+    reqs.write_text("requests\n")
+    cons.write_text("requests==2.32.5\nidna==3.20\n")
+    assert build.resolve_set(str(reqs), str(cons), PY39)["requests"]["version"] == "2.32.5"
+
+
+def test_pip_options_in_the_requirement_file_are_refused(tmp_path):
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("--index-url https://pypi.org/simple/\nidna==3.20\n")
+    with pytest.raises(build.BuildError, match="pip option"):
+        build.resolve_set(str(reqs), "", PY39)
+
+
+def test_manylinux_tags_follow_the_hosts_glibc():
+    tags = build.manylinux_platforms("2.31", "x86_64")
+    assert tags[0] == "manylinux_2_31_x86_64"
+    assert "manylinux2014_x86_64" in tags and "manylinux1_x86_64" in tags
+    assert "manylinux_2_32_x86_64" not in tags
+
+
+def test_the_lab_wheels_for_each_python_are_found_and_their_closure_checked():
+    """Against the lab's real wheels: every pin of the lab set has a wheel for its Python, and
+    the dependency closure, evaluated for that Python, is complete."""
+    wheels = packages.cache_root() / f"wheels-{packages.set_key()}"
+    if not wheels.is_dir():
+        pytest.skip("the lab's package cache is not downloaded")
+    for platform in (PY39, PY313):
+        pins = {}
+        for line in packages.requirements_for(platform["python"]):
+            name, version = line.split("==")
+            pins[build.canonicalize_name(name)] = {"name": name, "version": version,
+                                                   "extras": [], "hashes": []}
+        ranks = {tag: i for i, tag in enumerate(build.target_tags(platform))}
+        chosen = {n: build.choose_wheel(wheels, n, p["version"], ranks) for n, p in pins.items()}
+        assert None not in chosen.values()
+        assert build.missing_dependencies(chosen, pins, platform) == []
+        del pins["idna"]
+        missing = build.missing_dependencies({n: w for n, w in chosen.items() if n in pins},
+                                             pins, platform)
+        assert ("requests", ) == tuple({who for who, _ in missing})
+
+
+def _manifest(files: dict[str, bytes]) -> tuple[bytes, str]:
+    manifest = {"platform": PY39, "files": {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name, data in files.items()}}
+    text = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    return text, hashlib.sha256(text).hexdigest()
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def _seed(tmp_path: Path, files: dict[str, bytes]) -> str:
+    path = str(tmp_path / "pipfeed" / "wheelhouse")
+    os.makedirs(os.path.dirname(path))
+    manifest, digest = _manifest(files)
+    host.apply(path, _tar(tmp_path / "b.tar", {**files, "manifest.json": manifest}), digest, True)
+    return path
+
+
+def test_apply_swaps_atomically_and_sends_only_what_is_new(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a", "requirements.txt": b"a==1\n"})
+    first = os.path.realpath(path)
+    files = {"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": b"b",
+             "requirements.txt": b"a==1\nb==1\n"}
+    manifest, digest = _manifest(files)
+    bundle = _tar(tmp_path / "c.tar", {"b-1-py3-none-any.whl": b"b",
+                                       "requirements.txt": files["requirements.txt"],
+                                       "manifest.json": manifest})
+    result = host.apply(path, bundle, digest, True)
+    assert result["received"] == ["b-1-py3-none-any.whl", "manifest.json", "requirements.txt"]
+    assert os.path.islink(path) and os.path.realpath(path) != first
+    assert not os.path.exists(first) and not os.path.exists(bundle)
+    assert sorted(host.probe(path)["files"]) == sorted([*files, "manifest.json"])
+    assert host.probe(path)["stale"] == []
+
+
+def test_a_file_that_does_not_match_the_manifest_fails_naming_it_and_keeps_the_old(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    before = os.path.realpath(path)
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": b"b"})
+    bundle = _tar(tmp_path / "c.tar", {"b-1-py3-none-any.whl": b"corrupt",
+                                       "manifest.json": manifest})
+    with pytest.raises(host.ApplyError, match=r"b-1-py3-none-any.whl \(sha256"):
+        host.apply(path, bundle, digest, True)
+    assert os.path.realpath(path) == before
+    assert sorted(os.listdir(path)) == ["a-1-py3-none-any.whl", "manifest.json"]
+    assert host.probe(path)["stale"] == []
+
+
+def test_prune_off_keeps_wheels_no_longer_wanted(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a", "old-1-py3-none-any.whl": b"o"})
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
+    host.apply(path, _tar(tmp_path / "c.tar", {"manifest.json": manifest}), digest, False)
+    assert "old-1-py3-none-any.whl" in os.listdir(path)
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a", "z-1-py3-none-any.whl": b"z"})
+    host.apply(path, _tar(tmp_path / "d.tar", {"manifest.json": manifest,
+                                               "z-1-py3-none-any.whl": b"z"}), digest, True)
+    assert "old-1-py3-none-any.whl" not in os.listdir(path)
+
+
+def test_bundle_with_a_path_in_a_name_is_refused(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
+    bundle = _tar(tmp_path / "c.tar", {"../escape.whl": b"x", "manifest.json": manifest})
+    with pytest.raises(host.ApplyError, match="not a plain file name"):
+        host.apply(path, bundle, digest, True)
+    assert not (tmp_path / "pipfeed" / "escape.whl").exists()
+
+
+def test_delta_lists_missing_damaged_and_extra_files():
+    build_result = {"key": "k", "dir": "/c/k", "files": {
+        "a.whl": {"sha256": "1", "size": 10}, "b.whl": {"sha256": "2", "size": 20},
+        "manifest.json": {"sha256": "3", "size": 1}}}
+    complete = {"exists": True, "is_link": True, "stale": [], "files": {
+        "a.whl": {"sha256": "1"}, "b.whl": {"sha256": "2"}, "manifest.json": {"sha256": "3"}}}
+    assert filters.delta(complete, build_result)["needed"] is False
+    damaged = dict(complete, files=dict(complete["files"], **{"b.whl": {"sha256": "x"},
+                                                              "old.whl": {"sha256": "9"}}))
+    result = filters.delta(damaged, build_result)
+    assert result["missing"] == ["b.whl"] and result["extra"] == ["old.whl"]
+    assert result["bytes"] == 20 and result["bundle"].startswith("/c/k/bundles/")
+    assert filters.delta(dict(complete, files={**complete["files"], "old.whl": {}}),
+                         build_result, False)["needed"] is False
