@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support import must, sh
+
 pytestmark = pytest.mark.integration
 
 PROGRAM = (Path(__file__).resolve().parents[2]
@@ -31,23 +33,6 @@ WORK = "/tmp/pipfeed-helper-test"
 LINKS = ("/usr/local/bin/keyring", "/usr/bin/keyring")
 ENV = f"export PIPFEED_HELPER_CONFIG={CONFIG} PIP_DISABLE_PIP_VERSION_CHECK=1; "
 PIP_ARGS = "--no-cache-dir --no-input --no-deps"
-
-
-def sh(lab, host: str, command: str, stdin: bytes = b"", timeout: float = 180) -> tuple:
-    """Run a command as labadmin; data goes in on stdin, so a token never shows in argv."""
-    client = lab.testinfra(host).backend.client
-    channel_in, out, err = client.exec_command(command, timeout=timeout)
-    if stdin:
-        channel_in.write(stdin)
-    channel_in.channel.shutdown_write()
-    stdout, stderr = out.read().decode(), err.read().decode()
-    return out.channel.recv_exit_status(), stdout, stderr
-
-
-def must(lab, host: str, command: str, stdin: bytes = b"", timeout: float = 180) -> str:
-    rc, stdout, stderr = sh(lab, host, command, stdin, timeout)
-    assert rc == 0, f"{host}: {command}\n{stdout}\n{stderr}"
-    return stdout
 
 
 def put_root_file(lab, host: str, path: str, data: bytes, mode: str,

@@ -20,20 +20,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import re
 import secrets
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.support import ansible_env, must, recap, run_playbooks, sh, sudo
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 HOSTS = ["deb11-1", "deb12-1", "deb13-1"]
 NETRC_HOSTS = ["deb11-1", "deb12-1"]  # pip 20.3.4 and 23.0.1: auto enables netrc there
 TOKEN_ENV = "PIPFEED_TEST_FEED_TOKEN"
@@ -54,28 +50,6 @@ CLEAN = ("rm -rf /usr/local/bin/keyring /usr/local/lib/pipfeed /etc/pipfeed /roo
 
 # ----- helpers --------------------------------------------------------------------------------
 
-def sh(lab, host: str, command: str, stdin: bytes = b"", timeout: float = 300) -> tuple:
-    """A command as labadmin over the lab's SSH connection; data goes in on stdin, so a token
-    never shows in an argv."""
-    client = lab.testinfra(host).backend.client
-    channel_in, out, err = client.exec_command(command, timeout=timeout)
-    if stdin:
-        channel_in.write(stdin)
-    channel_in.channel.shutdown_write()
-    stdout, stderr = out.read().decode(), err.read().decode()
-    return out.channel.recv_exit_status(), stdout, stderr
-
-
-def must(lab, host: str, command: str, stdin: bytes = b"", timeout: float = 300) -> str:
-    rc, stdout, stderr = sh(lab, host, command, stdin, timeout)
-    assert rc == 0, f"{host}: {command}\n{stdout}\n{stderr}"
-    return stdout
-
-
-def sudo(command: str) -> str:
-    return f"sudo sh -c {shlex.quote(command)}"
-
-
 def as_member(command: str) -> str:
     """As labadmin with a fresh login's groups (the SSH session predates the group change)."""
     return f"sudo -u labadmin -H sh -c {shlex.quote(command)}"
@@ -91,31 +65,9 @@ def file_sha256(lab, host: str, path: str) -> str:
 
 def run_playbook(lab, tmp_path: Path, playbook: str, variables: dict, *args: str,
                  token_env: str | None = None, timeout: float = 600):
-    extra = tmp_path / f"vars-{os.urandom(4).hex()}.json"
-    extra.write_text(json.dumps(variables))
-    extra.chmod(0o600)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1",
-               ANSIBLE_FORCE_COLOR="0")
-    env.pop(TOKEN_ENV, None)
-    if token_env is not None:
-        env[TOKEN_ENV] = token_env
-    started = time.monotonic()
-    try:
-        result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(lab.inventory),
-                                 str(ROOT / "playbooks" / playbook), "-e", f"@{extra}", *args],
-                                cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=timeout)
-    finally:
-        extra.unlink()
-    result.elapsed = time.monotonic() - started
-    return result
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    stats = {}
-    for host, fields in re.findall(r"^(\S+)\s+: (ok=.*)$", output, re.M):
-        stats[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return stats
+    """One of the project's playbooks; the token environment variable set only when given."""
+    return run_playbooks(lab, tmp_path, [f"playbooks/{playbook}"], variables, *args,
+                         env=ansible_env(**{TOKEN_ENV: token_env}), timeout=timeout)
 
 
 def feeds(lab, **source) -> list[dict]:
@@ -124,6 +76,7 @@ def feeds(lab, **source) -> list[dict]:
 
 def site_vars(lab, **settings) -> dict:
     return {"pipfeed_feeds": feeds(lab), "pipfeed_credential_helper": True,
+            "pipfeed_wheelhouse": False,
             "pip_credential_helper_users": ["labadmin"],
             # pip 26 on Python 3.9 (deb11) does not use the system store by itself.
             "pip_config_cert": "/etc/ssl/certs/ca-certificates.crt", **settings}

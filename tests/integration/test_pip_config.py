@@ -10,17 +10,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.support import changed_tasks, recap, run_playbooks
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 HOSTS = ["deb11-1", "deb12-1", "deb13-1"]
 WHEELHOUSE = "/var/lib/pipfeed/wheelhouse"
 UV_VENV = "/tmp/pip-config-uv"
@@ -30,43 +27,14 @@ MANAGED = ["/etc/pip.conf", "/etc/uv/uv.toml"]
 def feed_vars(lab, **settings) -> dict:
     feeds = [{"name": "python-feed", "url": lab.feed_url, "token_var": "lab_feed_token"}]
     # The token is in the run's variables, so preflight's token check and no_log are exercised.
-    return {"pipfeed_feeds": feeds, "lab_feed_token": lab.token, **settings}
+    # pip_config alone: the lab inventory's other roles (helper, wheelhouse) off.
+    return {"pipfeed_feeds": feeds, "lab_feed_token": lab.token,
+            "pipfeed_credential_helper": False, "pipfeed_wheelhouse": False, **settings}
 
 
 def play(lab, tmp_path: Path, variables: dict, *args: str) -> subprocess.CompletedProcess:
     """Run the project's playbooks/hosts.yml against the lab with these variables."""
-    extra = tmp_path / f"vars-{os.urandom(4).hex()}.json"
-    extra.write_text(json.dumps(variables))
-    extra.chmod(0o600)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1",
-               ANSIBLE_FORCE_COLOR="0")
-    try:
-        return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(lab.inventory),
-                               str(ROOT / "playbooks" / "hosts.yml"), "-e", f"@{extra}", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    finally:
-        extra.unlink()
-
-
-def changed_tasks(output: str) -> dict[str, list[str]]:
-    """Per host, the tasks that reported changed, read from the default callback's output."""
-    found: dict[str, list[str]] = {}
-    task = None
-    for line in output.splitlines():
-        header = re.match(r"^TASK \[(.*)\] \**$", line)
-        if header:
-            task = header.group(1)
-        hit = re.match(r"^changed: \[([^\]]+)\]", line)
-        if hit:
-            found.setdefault(hit.group(1), []).append(task)
-    return found
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    stats = {}
-    for host, fields in re.findall(r"^(\S+)\s+: (ok=.*)$", output, re.M):
-        stats[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return stats
+    return run_playbooks(lab, tmp_path, ["playbooks/hosts.yml"], variables, *args)
 
 
 def sudo(lab, host: str, command: str):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 
 from .lab import REPO_ROOT, Lab, LabError
 
@@ -22,6 +23,35 @@ def _print_status(lab: Lab) -> None:
     print(f"  inventory   {status['inventory']}")
 
 
+# What a user of a configured host types, as the lab's admin account (no sudo, no token, no
+# prompt): a package that exists only on the feed, then the wheelhouse's set with no index.
+DEMO_INSTALLS = (
+    ("pip install lab-feedonly",
+     "rm -rf /tmp/demo-venv && python3 -m venv /tmp/demo-venv && "
+     "/tmp/demo-venv/bin/pip install -q --disable-pip-version-check lab-feedonly"),
+    ("pip install --no-index -r /var/lib/pipfeed/wheelhouse/requirements.txt",
+     "/tmp/demo-venv/bin/pip install -q --disable-pip-version-check --no-index "
+     "-r /var/lib/pipfeed/wheelhouse/requirements.txt && "
+     "/tmp/demo-venv/bin/python -c 'import cryptography, numpy, pydantic, requests'"),
+)
+
+
+def _demo_installs(lab: Lab) -> bool:
+    """Each host installs from the feed and from its wheelhouse, in a fresh venv."""
+    failed = False
+    print("\nOn each host, as an ordinary user in a fresh venv:", flush=True)
+    for label, command in DEMO_INSTALLS:
+        for host in lab.hosts:
+            started = time.monotonic()
+            done = lab.ssh(host.name, f"timeout 300 sh -c {shlex.quote(command)}", timeout=320)
+            took = time.monotonic() - started
+            outcome = "ok" if done.returncode == 0 else "FAILED: " + (
+                (done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
+            print(f"  {host.name:<8} $ {label}  ->  {outcome} ({took:.1f}s)", flush=True)
+            failed = failed or done.returncode != 0
+    return not failed
+
+
 def _demo(args) -> int:
     """Bring the demo lab up (or reuse it), run site.yml against it, and say what to try."""
     try:
@@ -35,11 +65,12 @@ def _demo(args) -> int:
                 str(REPO_ROOT / "site.yml")]
     print("\n$ ansible-playbook -i", lab.inventory, "site.yml", flush=True)
     result = subprocess.run(playbook, env=env, cwd=REPO_ROOT)
+    installed = result.returncode == 0 and _demo_installs(lab)
     print(f"\nThe lab stays up for you to explore:\n"
           f"  ssh -F {lab.ssh_config} {lab.hosts[0].name}\n"
           f"  .venv/bin/python -m tests.lab status --name {lab.name}\n"
           f"  make lab-down    # removes every container, network, process and file it made")
-    return result.returncode
+    return result.returncode or (0 if installed else 1)
 
 
 def main(argv: list[str] | None = None) -> int:

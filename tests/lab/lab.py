@@ -475,6 +475,10 @@ class Lab:
         (self.dir / "known_hosts").write_text("\n".join(lines) + "\n")
 
     def _write_inventory(self) -> None:
+        requirements = self.dir / "wheelhouse-requirements.txt"
+        requirements.write_text(
+            "# The lab's wheelhouse (tests/lab/packages.py): markers are evaluated per host.\n"
+            + "\n".join(packages.wheelhouse_set()) + "\n")
         known, key = self.dir / "known_hosts", self.dir / "id_ed25519"
         ssh_args = (f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
                     "-o IdentitiesOnly=yes -o ControlMaster=auto -o ControlPersist=60s")
@@ -505,6 +509,15 @@ class Lab:
                                    "token_var": "lab_feed_token"}],
                 "lab_feed_token": "{{ lookup('ansible.builtin.file', lab_feed_token_file) }}",
                 "pip_config_mode": "primary",
+                # The credential helper, for root and the lab's admin account.
+                "pipfeed_credential_helper": True,
+                "pip_credential_helper_users": [ADMIN_USER],
+                # A wheelhouse of a pinned closure, built from the feed as the controller
+                # reaches it (by address: the name feed.lab.test resolves on the hosts only).
+                "pipfeed_wheelhouse": True,
+                "pip_wheelhouse_requirements": str(requirements),
+                "pip_wheelhouse_index_url": self.controller_feed_url,
+                "pip_wheelhouse_controller_cert": str(self.ca_file),
             }}}
         self.inventory.parent.mkdir(exist_ok=True)
         # JSON is YAML; it keeps this writer free of a YAML dependency.

@@ -42,6 +42,40 @@ def controller_env(for_lab: bool = False, **extra: str) -> dict[str, str]:
     return env
 
 
+# The lab's wheelhouse: a pinned subset of the package set with compiled wheels (cryptography,
+# cffi, numpy, pydantic-core, charset-normalizer, uv) and its whole dependency tree, for every
+# lab Python. The lab inventory names it as pip_wheelhouse_requirements; the wheelhouse tests
+# use it too.
+WHEELHOUSE_NAMES = frozenset({
+    "requests", "certifi", "charset-normalizer", "idna", "urllib3", "cryptography", "cffi",
+    "pycparser", "numpy", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
+    "typing-inspection", "uv"})
+
+
+def _package_lines() -> list[str]:
+    lines = []
+    for raw in PACKAGE_SET.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def wheelhouse_set() -> list[str]:
+    """The wheelhouse's requirement lines, markers kept (the role evaluates them per host)."""
+    from packaging.requirements import Requirement
+
+    return [line for line in _package_lines() if Requirement(line).name in WHEELHOUSE_NAMES]
+
+
+def wheelhouse_pins(python: str) -> list[str]:
+    """The wheelhouse's pins for one target Python."""
+    from packaging.requirements import Requirement
+
+    return [pin for pin in requirements_for(python)
+            if Requirement(pin).name in WHEELHOUSE_NAMES]
+
+
 def requirements_for(python: str) -> list[str]:
     """The package set's pins for one target Python.
 
@@ -52,10 +86,7 @@ def requirements_for(python: str) -> list[str]:
 
     environment = {"python_version": python, "python_full_version": python + ".0"}
     pins = []
-    for raw in PACKAGE_SET.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+    for line in _package_lines():
         requirement = Requirement(line)
         if requirement.marker is None or requirement.marker.evaluate(environment):
             pins.append(f"{requirement.name}{requirement.specifier}")
