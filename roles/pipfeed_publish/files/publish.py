@@ -55,6 +55,7 @@ import wheelhouse_build as wheelhouse  # noqa: E402  (path set just above)
 # which index, which CA and which credentials.
 INHERITED = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NETRC")
 MAX_ROUNDS = 30
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
 
 
@@ -393,17 +394,19 @@ def twine_upload(spec: dict, token: str, path: str) -> subprocess.CompletedProce
     # The token goes in the environment only; keyring is not asked (nothing to store, and a
     # desktop keyring would prompt).
     env = clean_env(TWINE_USERNAME=spec.get("username") or "pipfeed", TWINE_PASSWORD=token,
-                    TWINE_NON_INTERACTIVE="1",
+                    TWINE_NON_INTERACTIVE="1", NO_COLOR="1",
                     PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     return subprocess.run(command, capture_output=True, text=True, env=env,
                           timeout=spec.get("timeout", 1800))
 
 
 def upload_reason(output: str) -> str:
-    """What twine said went wrong, in one line, with a hint for the usual feed answers."""
-    lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
-    said = [line for line in lines if "error" in line.lower() or "http" in line.lower()]
-    reason = "; ".join(said[-3:] or lines[-3:]) or "twine failed without a message"
+    """What twine said went wrong, on one line, with a hint for the usual feed answers."""
+    text = " ".join(ANSI.sub("", output).split())
+    text = text.replace("Retry with the --verbose option for more details.", "")
+    error = re.search(r"\bERROR\s+(.*)", text)
+    reason = (error.group(1) if error else text[-300:]).strip()
+    reason = reason or "twine failed without a message"
     hints = {" 403 ": "the token may not write to the feed: give it the scope Packaging "
                       "(Read & write)",
              " 401 ": "the feed does not take the token",
@@ -411,7 +414,7 @@ def upload_reason(output: str) -> str:
                       "deleted versions in its recycle bin and refuses them again)"}
     for code, hint in hints.items():
         if code in f" {reason} ":
-            return f"{reason} ({hint})"
+            return f"{reason}: {hint}"
     return reason
 
 
