@@ -268,3 +268,49 @@ def test_the_run_command_reads_the_token_from_stdin_and_never_prints_it(tmp_path
     assert publish.main(["run", json.dumps(spec)]) == 1
     assert "did not answer" in captured.getvalue()
     assert "s3cretpat" not in captured.getvalue()
+
+
+# ----- the Azure DevOps pipeline -------------------------------------------------------------
+PIPELINE = ROLES.parent / "ci" / "azure-pipelines" / "publish.yml"
+
+
+def test_the_azure_pipeline_validates_against_the_azure_pipelines_schema():
+    import subprocess
+    result = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"),
+                             "--builtin-schema", "vendor.azure-pipelines", str(PIPELINE)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_azure_pipeline_runs_by_hand_with_a_package_parameter_and_calls_the_playbook():
+    import yaml
+    pipeline = yaml.safe_load(PIPELINE.read_text())
+    assert pipeline["trigger"] == "none" and pipeline["pr"] == "none"
+    parameters = {p["name"]: p for p in pipeline["parameters"]}
+    assert parameters["packages"]["type"] == "string" and "default" not in parameters["packages"]
+    scripts = [step.get("script", "") for step in pipeline["steps"]]
+    assert any("playbooks/publish.yml" in script for script in scripts)
+    # Parameters and the token reach the steps as environment, never inside shell text.
+    assert not any("parameters." in script or "AccessToken" in script for script in scripts)
+
+
+def test_the_azure_pipelines_variable_step_turns_parameters_into_the_playbooks_variables(
+        tmp_path):
+    import os
+    import subprocess
+    import yaml
+    step = next(s for s in yaml.safe_load(PIPELINE.read_text())["steps"]
+                if "publish-vars.json" in s.get("script", "") and "python -" in s["script"])
+    script = step["script"].replace("$(Agent.TempDirectory)", str(tmp_path))
+    marker = tmp_path / "ran"
+    env = dict(os.environ, PUBLISH_PACKAGES=f"requests  pydantic>=2 $(touch {marker})",
+               PUBLISH_PLATFORMS='[{"python": "3.11", "glibc": "2.36"}]', PUBLISH_DRY_RUN="True",
+               PUBLISH_REPORT=str(tmp_path / "report.json"),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    subprocess.run(["bash", "-ec", script], env=env, check=True, timeout=60)
+    variables = json.loads((tmp_path / "publish-vars.json").read_text())
+    assert variables["pipfeed_publish_packages"][:2] == ["requests", "pydantic>=2"]
+    assert not marker.exists(), "a parameter was run as shell text"
+    assert variables["pipfeed_publish_platforms"] == [{"python": "3.11", "glibc": "2.36"}]
+    assert variables["pipfeed_publish_dry_run"] is True
+    assert variables["pipfeed_publish_token_env"] == "PIPFEED_PUBLISH_TOKEN"
