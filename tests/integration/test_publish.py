@@ -176,8 +176,13 @@ def test_each_lab_python_installs_the_packages_from_the_feed_with_pypi_blocked(l
 
 def test_second_publish_uploads_nothing_and_says_so(lab, workdir, upstream, first, expected):
     mark = lab.log_mark(lab.access_log)
-    result = publish(lab, workdir, upstream)
+    report = workdir / "report.json"
+    result = publish(lab, workdir, upstream, pipfeed_publish_report_file=str(report))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    written = json.loads(report.read_text())
+    assert written["counts"] == {"uploaded": 0, "skipped": len(expected), "failed": 0,
+                                 "would upload": 0}
+    assert {item["file"] for item in written["files"]} == expected
     assert f"Nothing to upload: feed python-feed already has all {len(expected)} files" in \
         " ".join(result.stdout.split())
     assert lines(result.stdout, "skipped") == expected

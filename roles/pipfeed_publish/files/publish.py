@@ -191,12 +191,6 @@ class Resolver:
         self.files = self.cache / "files"
         self.chosen: dict[str, Chosen] = {}
 
-    def applies(self, requirement: Requirement, extras: set[str]) -> bool:
-        if requirement.marker is None:
-            return True
-        return any(requirement.marker.evaluate(dict(self.environment, extra=extra))
-                   for extra in [""] + sorted(extras))
-
     def closure(self):
         """Walk from the roots through the chosen versions' dependencies: each project's
         combined specifier and extras, who asked for it, and its depth."""
