@@ -14,16 +14,13 @@ import base64
 import json
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.support import recap, run_playbooks, sh
-from tests.lab.lab import free_port, wait_tcp
 
 pytestmark = pytest.mark.integration
 HOSTS = {"deb11-1": "3.9", "deb12-1": "3.11", "deb13-1": "3.13"}
@@ -44,26 +41,14 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def upstream(lab, workdir):
+def upstream(lab):
     """The upstream index: the lab's recording index on loopback over the lab's cached wheels
     (no PyPI at test time); its log shows every Authorization header it received."""
-    port, log = free_port(), workdir / "upstream.jsonl"
-    with open(workdir / "upstream.out", "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.lab.feed", "recorder", "--listen", f"127.0.0.1:{port}",
-             "--root", lab.state["wheels"], "--public-base", f"http://127.0.0.1:{port}",
-             "--log", str(log)], stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[2])
+    url = lab.start_upstream()
     try:
-        wait_tcp("127.0.0.1", port, 30)
-        yield {"url": f"http://127.0.0.1:{port}/simple/", "log": log}
+        yield {"url": url, "log": lab.upstream_log}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        lab.stop_upstream()
 
 
 @pytest.fixture(scope="module")
