@@ -241,11 +241,12 @@ def test_twine_errors_become_one_line_with_a_hint_for_a_refused_write():
     assert "Packaging (Read & write)" in reason and "\x1b" not in reason
 
 
-def test_the_token_is_scrubbed_from_messages_in_both_forms():
+def test_the_token_is_scrubbed_from_messages_plain_and_encoded():
     import base64
     encoded = base64.b64encode(b"s3cretpat").decode()
-    said = publish.scrub(f"failed with s3cretpat and {encoded}", "s3cretpat")
-    assert "s3cretpat" not in said and encoded not in said
+    basic = base64.b64encode(b"pipfeed:s3cretpat").decode()
+    said = publish.scrub(f"failed with s3cretpat, {encoded} and Basic {basic}", "s3cretpat")
+    assert "s3cretpat" not in said and encoded not in said and basic not in said
 
 
 def test_a_run_with_nothing_to_do_says_so():

@@ -412,11 +412,13 @@ def upload_reason(output: str) -> str:
     return reason
 
 
-def scrub(text: str, token: str) -> str:
+def scrub(text: str, token: str, username: str = "pipfeed") -> str:
+    """The text without the token, plain or inside an HTTP Basic header."""
     if not token:
         return text
-    forms = {token, base64.b64encode(token.encode()).decode()}
-    for form in forms:
+    forms = {token, base64.b64encode(token.encode()).decode(),
+             base64.b64encode(f"{username}:{token}".encode()).decode()}
+    for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "********")
     return text
 
@@ -452,7 +454,7 @@ def command_run(spec: dict, token: str) -> dict:
             else:
                 item.update(status="failed",
                             reason=scrub(upload_reason(result.stderr + "\n" + result.stdout),
-                                         token))
+                                         token, spec.get("username") or "pipfeed"))
         item["line"] = (f"{item['status']}: {item['file']}"
                         + (f" ({item['reason']})" if item["status"] != "uploaded" else "")
                         + f" [{', '.join(item['platforms'])}]")
@@ -491,9 +493,11 @@ def main(argv: list[str]) -> int:
         print("usage: publish.py {check,run} JSON  (run reads the token on stdin)",
               file=sys.stderr)
         return 2
-    token = ""
+    token, spec = "", None
     try:
         spec = json.loads(argv[1])
+        if not isinstance(spec, dict):
+            raise ValueError("the spec must be a JSON object")
         if argv[0] == "check":
             result = command_check(spec)
         else:
@@ -501,7 +505,9 @@ def main(argv: list[str]) -> int:
             result = command_run(spec, token)
     except (PublishError, wheelhouse.BuildError, OSError, ValueError,
             subprocess.TimeoutExpired) as error:
-        print(scrub(f"publish: {error}", token), file=sys.stderr)
+        username = spec.get("username") if isinstance(spec, dict) else None
+        print(scrub(f"publish: {error}", token, username or "pipfeed"),
+              file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))
     return 0
