@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -143,20 +144,25 @@ def test_token_is_not_in_the_output_at_vvv_nor_sent_upstream(first, feed, upstre
 
 
 def test_each_lab_python_installs_the_packages_from_the_feed_with_pypi_blocked(lab, first):
+    """The host's own pip (20.3, 23.0, 25.1) into a directory of its own (--target also
+    installs what the system already has), all three hosts at once."""
     assert first.returncode == 0
     assert lab.state["pypi_block"] in ("drop", "refuse")
     index = lab.feed_url.replace("https://", "https://pipfeed:$T@")
-    for host, python in HOSTS.items():
-        # The token on stdin into the environment: never on a command line of the host.
-        command = ("read -r T && rm -rf /tmp/pub-venv && python3 -m venv /tmp/pub-venv && "
-                   f"PIP_CONFIG_FILE=/dev/null PIP_INDEX_URL=\"{index}\" "
-                   "/tmp/pub-venv/bin/pip install --no-cache-dir --disable-pip-version-check "
-                   f"{' '.join(PACKAGES)} && /tmp/pub-venv/bin/python -c "
-                   "'import requests, jwt, charset_normalizer; print(requests.__version__)'")
-        rc, out, err = sh(lab, host, command, stdin=(lab.token + "\n").encode(), timeout=600)
+    # The token on stdin into the environment: never on a command line of the host.
+    command = ("read -r T && rm -rf /tmp/pub-target && "
+               f"PIP_CONFIG_FILE=/dev/null PIP_INDEX_URL=\"{index}\" python3 -m pip install "
+               "--no-cache-dir --disable-pip-version-check --target /tmp/pub-target "
+               f"{' '.join(PACKAGES)} && PYTHONPATH=/tmp/pub-target python3 -c "
+               "'import requests, jwt, charset_normalizer; print(requests.__version__)'; "
+               "status=$?; rm -rf /tmp/pub-target; exit $status")
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        results = dict(zip(HOSTS, pool.map(
+            lambda host: sh(lab, host, command, stdin=(lab.token + "\n").encode(), timeout=600),
+            HOSTS)))
+    for host, (rc, out, err) in results.items():
         assert rc == 0, f"{host}: {out}\n{err}"
-        assert out.strip().splitlines()[-1] == REQUESTS_FOR[python], out
-        sh(lab, host, "rm -rf /tmp/pub-venv")
+        assert out.strip().splitlines()[-1] == REQUESTS_FOR[HOSTS[host]], out
 
 
 def test_second_publish_uploads_nothing_and_says_so(lab, workdir, upstream, first, expected):
@@ -176,12 +182,17 @@ def test_second_publish_uploads_nothing_and_says_so(lab, workdir, upstream, firs
     assert all(stats["changed"] == 0 for stats in recap(result.stdout).values())
 
 
-def test_dry_run_for_given_platforms_reports_and_uploads_nothing(lab, workdir, upstream, first,
-                                                                 feed, expected):
+def test_dry_run_from_a_requirement_file_for_a_given_platform_uploads_nothing(
+        lab, workdir, upstream, first, feed, expected):
     idna = next(n for n in expected if n.startswith("idna-"))
     (feed["dir"] / idna).unlink()
+    requirements = workdir / "publish-requirements.txt"
+    requirements.write_text("# the same two packages, from a file\nrequests\n"
+                            'pyjwt ; python_version >= "3.8"\n')
     mark = lab.log_mark(lab.access_log)
     result = publish(lab, workdir, upstream, pipfeed_publish_dry_run=True,
+                     pipfeed_publish_packages=[],
+                     pipfeed_publish_requirements=str(requirements),
                      pipfeed_publish_platforms=[{"python": "3.9", "glibc": "2.31"}])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
     assert lines(result.stdout, "would upload") == {idna}
