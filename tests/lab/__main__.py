@@ -1,4 +1,4 @@
-"""Command line of the lab: `python -m tests.lab up|down|status|inventory|demo`."""
+"""Command line of the lab: `python -m tests.lab up|down|status|inventory|demo|upstream`."""
 from __future__ import annotations
 
 import argparse
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--name", default="demo")
     group.add_argument("--all", action="store_true", help="every lab made from this checkout")
-    for command in ("status", "inventory"):
+    for command in ("status", "inventory", "upstream"):
         sub.add_parser(command).add_argument("--name", default="demo")
     args = parser.parse_args(argv)
 
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if all(p["alive"] for p in lab.status()["processes"].values()) else 1
         elif args.command == "inventory":
             print(Lab.load(args.name).inventory.read_text(), end="")
+        elif args.command == "upstream":
+            print(Lab.load(args.name).start_upstream())
     except LabError as error:
         print(f"lab: {error}", file=sys.stderr)
         return 2

@@ -64,6 +64,9 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "blob_ttl_s": 300,
     "error_status": None,
     "stall_s": 0,
+    # File names whose upload the feed refuses (400), as Azure Artifacts refuses a file it
+    # will not take although its index does not list it.
+    "refuse_uploads": [],
 }
 SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 UA_MAX = 200
@@ -196,6 +199,12 @@ def read_jsonl(path: PathLike, at_least: int = 0, timeout: float = 2.0,
     if ordered:
         entries.sort(key=lambda entry: str(entry.get("ts", "")))
     return entries
+
+
+def upload_filename(body: bytes) -> Optional[str]:
+    """The file name of the ``content`` part of a twine upload form, or None."""
+    match = re.search(rb'name="content"; filename="([^"\r\n]+)"', body)
+    return match.group(1).decode("utf-8", "replace") if match else None
 
 
 class UpstreamError(Exception):
@@ -831,7 +840,7 @@ class FeedHandler(_Handler):
             if self.command != "POST":
                 self.respond(405, "405 Method Not Allowed\n", headers=[("Allow", "POST")])
             else:
-                self._upload()
+                self._upload(control)
         elif self.command not in ("GET", "HEAD"):
             self.respond(405, "405 Method Not Allowed\n", headers=[("Allow", "GET, HEAD")])
         elif kind == "simple":
@@ -877,11 +886,15 @@ class FeedHandler(_Handler):
             ttl = CONTROL_DEFAULTS["blob_ttl_s"] if ttl is None else ttl
             self.respond(303, b"", headers=[("Location", self.app.blob_url(filename, ttl))])
 
-    def _upload(self) -> None:
+    def _upload(self, control: dict[str, Any]) -> None:
         try:
             body = self.read_body()
         except ValueError:
             self.respond(413, "413 Request Entity Too Large\n")
+            return
+        sent_name = upload_filename(body)
+        if sent_name and sent_name in (control.get("refuse_uploads") or []):
+            self.respond(400, f"400 Bad Request: the feed refuses {sent_name}\n")
             return
         # Only the form goes upstream: never the client's Authorization header.
         sent = {"Content-Type": self.headers.get("Content-Type") or "application/octet-stream",

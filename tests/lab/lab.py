@@ -402,6 +402,34 @@ class Lab:
     def stop_feed(self) -> None:
         self._stop_pid("feed")
 
+    # ----- an upstream index, as PyPI is to the feed --------------------------------------
+    @property
+    def upstream_log(self) -> Path:
+        return self.dir / "logs" / "upstream.jsonl"
+
+    @property
+    def upstream_url(self) -> str | None:
+        port = self.state.get("upstream_port")
+        return f"http://127.0.0.1:{port}/simple/" if port else None
+
+    def start_upstream(self) -> str:
+        """A plain index on loopback over the lab's cached wheels, for the controller to
+        publish from instead of PyPI (no PyPI at test time). It is the recording index, so
+        its log shows whether a client sent it credentials. `down` stops it with the rest."""
+        if self._alive(self.state["pids"].get("upstream")):
+            return self.upstream_url
+        port = free_port()
+        self.state["upstream_port"] = port
+        self._spawn("upstream", [sys.executable, "-m", "tests.lab.feed", "recorder",
+                                 "--listen", f"127.0.0.1:{port}", "--root", self.state["wheels"],
+                                 "--public-base", f"http://127.0.0.1:{port}",
+                                 "--log", str(self.upstream_log)])
+        wait_tcp("127.0.0.1", port, 30)
+        return self.upstream_url
+
+    def stop_upstream(self) -> None:
+        self._stop_pid("upstream")
+
     @staticmethod
     def _alive(pid: int | None) -> bool:
         if not pid:

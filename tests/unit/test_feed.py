@@ -488,6 +488,26 @@ def test_duplicate_upload_conflicts(lab: Feed, tmp_path: Path) -> None:
     assert lab.call("GET", "/upload/", RW).status == 405
 
 
+def test_refused_upload_answers_400_and_stores_nothing(lab: Feed, tmp_path: Path) -> None:
+    """The control file names files the feed refuses, as Azure refuses a version it once
+    held: twine sees a 400 and the index never lists the file; other files still go in."""
+    refused = make_wheel(tmp_path, "refused_pkg", "1.0")
+    taken = make_wheel(tmp_path, "refused_pkg", "1.1")
+    lab.control_set(refuse_uploads=[refused.name])
+    env = dict(os.environ, TWINE_USERNAME="lab", TWINE_PASSWORD=RW, PIP_CONFIG_FILE=os.devnull,
+               PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", NO_COLOR="1")
+    upload_url = f"http://127.0.0.1:{lab.server.server_port}/{ORG}/_packaging/{FEED}/pypi/upload/"
+    results = [subprocess.run([str(BIN / "twine"), "upload", "--repository-url", upload_url,
+                               "--disable-progress-bar", "--non-interactive", str(wheel)],
+                              env=env, capture_output=True, text=True, timeout=60)
+               for wheel in (refused, taken)]
+    assert results[0].returncode != 0 and "400" in results[0].stdout + results[0].stderr
+    assert results[1].returncode == 0, results[1].stdout + results[1].stderr
+    names = {link.rsplit("/", 1)[-1].split("#")[0]
+             for link in file_links(lab.call("GET", "/simple/refused-pkg/", RO).body)}
+    assert names == {taken.name}
+
+
 # ----- tokens, control, log -----------------------------------------------------------------
 
 def test_token_rotation_takes_effect_at_once(lab: Feed) -> None:
