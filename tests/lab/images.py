@@ -46,13 +46,14 @@ BASE_HOOKS = (
 # A fresh cloud VM for the first-boot tests: Debian 12 with Debian's cloud-init, reading its
 # user-data from a NoCloud seed (/var/lib/cloud/seed/nocloud/). A container has no systemd, so
 # a test runs cloud-init's stages by hand. Docker owns the network and the lab owns the SSH host
-# keys, so cloud-init leaves both alone.
+# keys, so cloud-init leaves both alone; C.UTF-8 needs no locale to be generated.
 CLOUD_INIT_CFG = (
     "datasource_list: [NoCloud, None]\\n"
     "network: {config: disabled}\\n"
     "preserve_hostname: true\\n"
     "ssh_deletekeys: false\\n"
     "ssh_genkeytypes: []\\n"
+    "locale: C.UTF-8\\n"
 )
 CLOUD_INIT_HOOKS = BASE_HOOKS[:-1] + (
     f'printf "{CLOUD_INIT_CFG}" > "$1"/etc/cloud/cloud.cfg.d/90-pipfeed-lab.cfg',
