@@ -71,7 +71,8 @@ def test_limit_leaves_other_hosts_alone_and_serial_rolls_in_batches(lab, limited
     assert limited.stdout.count("PLAY [Point pip and uv at the feed]") == len(LIMITED)
     assert limited.stdout.count("PLAY [Sync the local wheelhouse]") == len(LIMITED)
     for host in LIMITED:
-        assert exists(lab, host, "/etc/pip.conf") and exists(lab, host, "/etc/pipfeed/netrc")
+        assert exists(lab, host, "/etc/pip.conf")
+        assert exists(lab, host, "/etc/pipfeed/credential-helper.json")
     assert not exists(lab, "deb11-1", "/etc/pip.conf")
 
 
