@@ -7,9 +7,7 @@ cloud-init's root-only copies of the user-data."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +20,6 @@ from tests.lab import packages
 
 pytestmark = pytest.mark.integration
 SSH_HOST = "deb12-1"
-# ansible-core and the dependencies the lab's package set lacks, for the VM's Python 3.11. The
-# feed already serves the rest (cryptography, cffi, PyYAML, packaging).
-BOOTSTRAP_PINS = ("ansible-core==2.19.14", "jinja2==3.1.6", "markupsafe==3.0.4",
-                  "resolvelib==1.2.1")
 STAGES = ("init --local", "init", "modules --mode config", "modules --mode final")
 SEED = "/var/lib/cloud/seed/nocloud"
 # What the SSH path and the first boot must leave the same.
@@ -35,26 +29,6 @@ MANAGED_FILES = ("/etc/pip.conf", "/etc/uv/uv.toml", "/etc/pipfeed/credential-he
 MANAGED_MODES = ("/etc/pipfeed", "/etc/pipfeed/tokens", "/etc/pipfeed/tokens/python-feed.token",
                  "/etc/pipfeed/netrc", "/usr/local/lib/pipfeed/pipfeed-keyring",
                  "/var/lib/pipfeed/wheelhouse/", "/etc/pip.conf", "/etc/uv/uv.toml")
-
-
-def bootstrap_wheels() -> Path:
-    """The bootstrap's wheels, downloaded from the lab's upstream once and cached like the
-    lab's package set; later runs touch no network."""
-    key = hashlib.sha256(repr(BOOTSTRAP_PINS).encode()).hexdigest()[:12]
-    target = packages.cache_root() / f"bootstrap-{key}"
-    if (target / ".complete").exists():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", "--index-url", index, "--dest", str(target),
-           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-           "--abi", "abi3", "--abi", "none", *BOOTSTRAP_PINS]
-    for platform in packages.PLATFORMS:
-        cmd += ["--platform", platform]
-    subprocess.run(cmd, check=True, env=packages.controller_env(), timeout=600)
-    (target / ".complete").write_text(key)
-    return target
 
 
 def upload_to_feed(lab, wheel: Path) -> None:
@@ -97,7 +71,8 @@ def render(lab, workdir: Path, vm: str, dest: Path, **settings):
 @pytest.fixture(scope="module")
 def rendered(lab, workdir, vm):
     """The user-data for the VM (token inside it, the default), and a Key Vault variant."""
-    for wheel in sorted(bootstrap_wheels().glob("*.whl")):
+    # ansible-core and what the feed lacks of its dependencies, cached when the lab came up.
+    for wheel in sorted(packages.ensure_bootstrap_wheels().glob("*.whl")):
         upload_to_feed(lab, wheel)
     first = render(lab, workdir, vm, workdir / "user-data")
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr

@@ -248,6 +248,7 @@ class Lab:
         ensure_docker(log)
         tags = images.ensure(sorted(set(distros) | {"deb12"}), log)
         wheels = packages.ensure_wheels(log=log)
+        packages.ensure_bootstrap_wheels(log=log)
         lab.dir.mkdir(parents=True)
         lab.state = {"name": name, "created": time.time(), "pids": {}, "hosts": [],
                      "pypi_block": pypi_block, "wheels": str(wheels)}
