@@ -107,3 +107,17 @@ def task_hosts(output: str, task: str, status: str) -> set[str]:
     """Hosts that reported this status for a task whose name contains `task`."""
     return {host for name, state, host in task_results(output)
             if state == status and task in name}
+
+
+# What site.yml puts on a host, so that a test can start from a host as the lab made it.
+PRODUCT_STATE = ("/etc/pip.conf", "/etc/uv", "/etc/pipfeed", "/var/lib/pipfeed",
+                 "/usr/local/lib/pipfeed")
+
+
+def unprovision(lab, host: str) -> None:
+    """Remove what site.yml installs (files, the helper's keyring links and ~/.netrc links);
+    the pipfeed group and its members stay, as the roles never remove them either."""
+    must(lab, host, sudo(
+        "rm -rf /etc/pip.conf.*~ " + " ".join(PRODUCT_STATE) + "; "
+        "for link in /usr/local/bin/keyring /usr/bin/keyring /root/.netrc "
+        "/home/*/.netrc; do [ -L \"$link\" ] && rm -f \"$link\"; done; true"))

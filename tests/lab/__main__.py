@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -52,6 +53,20 @@ def _demo_installs(lab: Lab) -> bool:
     return not failed
 
 
+def _demo_verify(lab: Lab, env: dict) -> bool:
+    """playbooks/verify.yml after site.yml: its one line per host, and whether all passed."""
+    command = [str(REPO_ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(lab.inventory),
+               str(REPO_ROOT / "playbooks" / "verify.yml")]
+    print(f"\n$ ansible-playbook -i {lab.inventory} playbooks/verify.yml", flush=True)
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    lines = [line.strip() for line in done.stdout.splitlines()
+             if re.match(r"^\s+\S+  (UN)?HEALTHY", line)]
+    for line in lines or done.stdout.strip().splitlines()[-20:]:
+        print(f"  {line}", flush=True)
+    print(f"  verify.yml exited {done.returncode}", flush=True)
+    return done.returncode == 0
+
+
 def _demo(args) -> int:
     """Bring the demo lab up (or reuse it), run site.yml against it, and say what to try."""
     try:
@@ -65,12 +80,13 @@ def _demo(args) -> int:
                 str(REPO_ROOT / "site.yml")]
     print("\n$ ansible-playbook -i", lab.inventory, "site.yml", flush=True)
     result = subprocess.run(playbook, env=env, cwd=REPO_ROOT)
+    healthy = result.returncode == 0 and _demo_verify(lab, env)
     installed = result.returncode == 0 and _demo_installs(lab)
     print(f"\nThe lab stays up for you to explore:\n"
           f"  ssh -F {lab.ssh_config} {lab.hosts[0].name}\n"
           f"  .venv/bin/python -m tests.lab status --name {lab.name}\n"
           f"  make lab-down    # removes every container, network, process and file it made")
-    return result.returncode or (0 if installed else 1)
+    return result.returncode or (0 if installed and healthy else 1)
 
 
 def main(argv: list[str] | None = None) -> int:

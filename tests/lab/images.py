@@ -33,21 +33,41 @@ BASE_PACKAGES = (
 )
 
 
+BASE_HOOKS = (
+    'rm -f "$1"/etc/ssh/ssh_host_*',
+    'chroot "$1" useradd --create-home --shell /bin/bash labadmin',
+    'chroot "$1" usermod --password "*" labadmin',
+    'echo "labadmin ALL=(ALL) NOPASSWD: ALL" > "$1"/etc/sudoers.d/labadmin',
+    'chmod 0440 "$1"/etc/sudoers.d/labadmin',
+    'printf "PasswordAuthentication no\\nPermitRootLogin no\\n" > "$1"/etc/ssh/sshd_config.d/lab.conf',
+    'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
+)
+
+# A fresh cloud VM for the first-boot tests: Debian 12 with Debian's cloud-init, reading its
+# user-data from a NoCloud seed (/var/lib/cloud/seed/nocloud/). A container has no systemd, so
+# a test runs cloud-init's stages by hand. Docker owns the network and the lab owns the SSH host
+# keys, so cloud-init leaves both alone; C.UTF-8 needs no locale to be generated.
+CLOUD_INIT_CFG = (
+    "datasource_list: [NoCloud, None]\\n"
+    "network: {config: disabled}\\n"
+    "preserve_hostname: true\\n"
+    "ssh_deletekeys: false\\n"
+    "ssh_genkeytypes: []\\n"
+    "locale: C.UTF-8\\n"
+)
+CLOUD_INIT_HOOKS = BASE_HOOKS[:-1] + (
+    f'printf "{CLOUD_INIT_CFG}" > "$1"/etc/cloud/cloud.cfg.d/90-pipfeed-lab.cfg',
+    BASE_HOOKS[-1],
+)
+
+
 @dataclass(frozen=True)
 class Recipe:
     distro: str
     suite: str
     python: str
     packages: tuple[str, ...] = BASE_PACKAGES
-    hooks: tuple[str, ...] = field(default=(
-        'rm -f "$1"/etc/ssh/ssh_host_*',
-        'chroot "$1" useradd --create-home --shell /bin/bash labadmin',
-        'chroot "$1" usermod --password "*" labadmin',
-        'echo "labadmin ALL=(ALL) NOPASSWD: ALL" > "$1"/etc/sudoers.d/labadmin',
-        'chmod 0440 "$1"/etc/sudoers.d/labadmin',
-        'printf "PasswordAuthentication no\\nPermitRootLogin no\\n" > "$1"/etc/ssh/sshd_config.d/lab.conf',
-        'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
-    ))
+    hooks: tuple[str, ...] = field(default=BASE_HOOKS)
 
     def digest(self) -> str:
         material = json.dumps({"v": RECIPE_VERSION, "recipe": asdict(self),
@@ -63,6 +83,9 @@ RECIPES: dict[str, Recipe] = {
     "deb11": Recipe("deb11", "bullseye", "3.9"),
     "deb12": Recipe("deb12", "bookworm", "3.11"),
     "deb13": Recipe("deb13", "trixie", "3.13"),
+    # Not a distro of its own: Debian 12 as a cloud image, for cloud-init's first boot.
+    "deb12ci": Recipe("deb12ci", "bookworm", "3.11", packages=BASE_PACKAGES + ("cloud-init",),
+                      hooks=CLOUD_INIT_HOOKS),
 }
 
 

@@ -248,6 +248,7 @@ class Lab:
         ensure_docker(log)
         tags = images.ensure(sorted(set(distros) | {"deb12"}), log)
         wheels = packages.ensure_wheels(log=log)
+        packages.ensure_bootstrap_wheels(log=log)
         lab.dir.mkdir(parents=True)
         lab.state = {"name": name, "created": time.time(), "pids": {}, "hosts": [],
                      "pypi_block": pypi_block, "wheels": str(wheels)}
@@ -464,12 +465,12 @@ class Lab:
         write_control(self.control_file, **current)
 
     # ----- hosts ------------------------------------------------------------------------
-    def _start_hosts(self, tags: dict[str, str], distros, count: int) -> None:
+    def _start_hosts(self, tags: dict[str, str], distros, count: int, first: int = 1) -> None:
         firewall_ip = self.state["firewall"]["ip"]
         add_hosts = [f"{n}:{self.gateway}" for n in (FEED_HOST, BLOB_HOST, OTHER_HOST)]
         add_hosts += [f"{n}:{firewall_ip}" for n in PYPI_HOSTS]
         for distro in distros:
-            for index in range(1, count + 1):
+            for index in range(first, first + count):
                 name = f"{distro}-{index}"
                 container = f"{self.prefix}-{name}"
                 cmd = ["docker", "run", "-d", "--init", "--name", container, "--hostname", name,
@@ -484,6 +485,28 @@ class Lab:
                                             "container": container,
                                             "ip": self._container_ip(container)})
                 self.save()
+
+    def add_host(self, distro: str, log=sys.stderr) -> Host:
+        """One more host in a running lab (a fresh machine for a test), in the inventory."""
+        if distro not in images.RECIPES:
+            raise LabError(f"unknown distro {distro!r}; known: {', '.join(images.RECIPES)}")
+        tags = images.ensure([distro], log)
+        taken = {h.name for h in self.hosts}
+        index = next(i for i in range(1, 100) if f"{distro}-{i}" not in taken)
+        self._start_hosts(tags, [distro], 1, first=index)
+        self._collect_host_keys()
+        self._write_inventory()
+        return self.host(f"{distro}-{index}")
+
+    def remove_host(self, name: str) -> None:
+        """Remove a host that add_host() made, and drop it from the inventory."""
+        host = self.host(name)
+        run(["docker", "rm", "-f", host.container], check=False)
+        self.__dict__.get("_testinfra", {}).pop(name, None)
+        self.state["hosts"] = [h for h in self.state["hosts"] if h["name"] != name]
+        self.save()
+        self._collect_host_keys()
+        self._write_inventory()
 
     def _collect_host_keys(self, timeout: float = 60) -> None:
         """Trust each host's own fresh key, so SSH keeps strict host key checking on."""

@@ -126,6 +126,37 @@ def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
     return target
 
 
+# ansible-core and the dependencies the package set lacks, for a Debian 12 VM (Python 3.11)
+# whose first boot installs ansible-core from the feed (playbooks/cloud_init.yml). Cached like
+# the package set; the cloud-init test uploads them to its lab's feed.
+BOOTSTRAP_PINS = ("ansible-core==2.19.14", "jinja2==3.1.6", "markupsafe==3.0.4",
+                  "resolvelib==1.2.1")
+
+
+def ensure_bootstrap_wheels(log=sys.stderr) -> Path:
+    """Download the first-boot wheels once; later calls return the cache."""
+    key = hashlib.sha256(repr((BOOTSTRAP_PINS, PLATFORMS)).encode()).hexdigest()[:12]
+    target = cache_root() / f"bootstrap-{key}"
+    if (target / ".complete").exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
+    print("lab: downloading ansible-core for first-boot VMs (Python 3.11)", file=log)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
+           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+           "--abi", "abi3", "--abi", "none", *BOOTSTRAP_PINS]
+    for platform in PLATFORMS:
+        cmd += ["--platform", platform]
+    subprocess.run(cmd, check=True, env=controller_env())
+    (partial / ".complete").write_text(key)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
 def build_wheel(directory: Path, name: str, version: str, requires: list[str] = ()) -> Path:
     """Write a minimal, valid pure-Python wheel; it carries one module that reports its origin."""
     dist = name.replace("-", "_")
