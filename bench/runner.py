@@ -408,7 +408,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="projects timed with PyPI dropped, minutes each (default: 2)")
     parser.add_argument("--quick", action="store_true",
                         help="one run of each way, and way 1 with PyPI refused extrapolated "
-                             "from a sample too (about 5 minutes instead of 25)")
+                             "from a sample too (a third of a full run's time)")
     parser.add_argument("--keep-lab", action="store_true",
                         help="leave a lab this run brought up running")
     args = parser.parse_args(argv)
