@@ -2,13 +2,17 @@
 # Both do their own set-up: Debian packages, dockerd, the virtualenv, the lab images.
 PY := .venv/bin/python
 
-.PHONY: demo test setup lint unit lab-up lab-down lab-status
+.PHONY: demo test bench setup lint unit lab-up lab-down lab-status
 
 demo: setup            ## bring up the lab and run site.yml against it
 	$(PY) -m tests.lab demo
 
 test: setup            ## lint, unit and integration tests (brings up and removes its own lab)
 	$(PY) -m pytest
+
+bench: setup           ## install speed, the seeds' ways against pipfeed (bench/README.md)
+	bench/install $(BENCH_ARGS)
+	$(PY) bench/fleet.py
 
 setup:
 	@scripts/setup.sh

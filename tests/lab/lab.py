@@ -457,6 +457,25 @@ class Lab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def add_feed_packages(self, files) -> list[str]:
+        """Copy more files into the feed's package directory (a benchmark's own package set);
+        the feed serves them from its next request on. A file already there is kept as it is.
+        Returns the names of the files added."""
+        feed_dir = self.dir / "feed-packages"
+        if not feed_dir.is_dir():
+            raise LabError(f"lab {self.name!r} has no feed package directory ({feed_dir})")
+        added = []
+        for source in map(Path, files):
+            target = feed_dir / source.name
+            if target.exists():
+                continue
+            # Copy under a hidden name, then rename: the feed never lists a half-written file.
+            partial = feed_dir / f".{source.name}.partial"
+            shutil.copy2(source, partial)
+            partial.rename(target)
+            added.append(source.name)
+        return added
+
     def control(self, **settings) -> None:
         """Change the feed's latency, bandwidth, blob URL lifetime or injected errors."""
         from .feed import write_control
