@@ -12,6 +12,12 @@ whatever the number of wheels:
            against the manifest, and only then swaps the wheelhouse symlink with a rename. A run
            that dies before the rename leaves the previous wheelhouse whole; the next run
            removes what it left behind.
+``build``  (on one host per platform, and only when a release has no wheel for it) builds
+           the wheels of the sdists in one tar with ``pip wheel --no-index``: their build
+           dependencies came in the same tar, so nothing is fetched. It runs as the login
+           user in a directory that the role removes afterwards, and leaves one tar of wheels
+           for the controller to fetch.
+``plan``   what ``apply`` would do, changing nothing (check mode).
 
 Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory.
 """
@@ -22,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -228,18 +235,69 @@ def cleanup(store: str, keep: str) -> None:
                 os.unlink(entry.path)
 
 
+def plan(path: str) -> dict:
+    """Check mode's stand-in for apply: it changes nothing and says which wheelhouse the real
+    run would replace, so that check mode reports the same task as changed as the real run."""
+    current = current_dir(path)
+    return {"changed": True, "check_mode": True, "replaces": current,
+            "files_now": len(list_names(current))}
+
+
+def build(sources: str) -> dict:
+    """Build a wheel of every sdist in the tar, offline; returns the tar of the wheels."""
+    work = os.path.dirname(os.path.abspath(sources))
+    source_dir, out_dir = os.path.join(work, "src"), os.path.join(work, "out")
+    os.mkdir(source_dir, 0o700)
+    os.mkdir(out_dir, 0o700)
+    names = unpack(sources, source_dir)
+    os.unlink(sources)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    # pip's settings come from here only: no pip.conf (it points at the feed), no prompt.
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for name in sorted(names):
+        if name.endswith(".whl"):
+            continue
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-cache-dir",
+               "--find-links", source_dir, "--wheel-dir", out_dir,
+               os.path.join(source_dir, name)]
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, universal_newlines=True, timeout=3600)
+        if result.returncode != 0:
+            lines = result.stdout.strip().splitlines()
+            if any("No module named pip" in line for line in lines):
+                raise ApplyError("%s has no pip (%s -m pip): install python3-pip on this host "
+                                 "so that it can build %s, or publish a wheel of it to the "
+                                 "feed" % (sys.executable, sys.executable, name))
+            raise ApplyError("pip wheel could not build %s (it may need a compiler or "
+                             "headers on this host, or a build dependency the feed lacks):\n%s"
+                             % (name, "\n".join(lines[-12:])))
+    wheels = sorted(n for n in os.listdir(out_dir) if n.endswith(".whl"))
+    archive = os.path.join(work, "built.tar")
+    with tarfile.open(archive, "w:") as out:
+        for name in wheels:
+            out.add(os.path.join(out_dir, name), arcname=name)
+    shutil.rmtree(source_dir, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {"archive": archive, "wheels": wheels}
+
+
 def main(argv: list) -> int:
-    if len(argv) < 2 or argv[0] not in ("probe", "apply"):
-        print("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE]",
-              file=sys.stderr)
+    usage = ("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE] | "
+             "plan PATH | build SOURCES_TAR")
+    if len(argv) < 2 or argv[0] not in ("probe", "apply", "plan", "build"):
+        print(usage, file=sys.stderr)
         return 2
     path = argv[1]
     if not os.path.isabs(path):
-        print("the wheelhouse path must be absolute, not %r" % path, file=sys.stderr)
+        print("the path must be absolute, not %r" % path, file=sys.stderr)
         return 2
     try:
         if argv[0] == "probe":
             result = probe(path)
+        elif argv[0] == "build":
+            result = build(path)
+        elif argv[0] == "plan":
+            result = plan(path)
         else:
             bundle = argv[4] if len(argv) > 4 and argv[4] else None
             result = apply(path, bundle, argv[2], argv[3] == "true")
