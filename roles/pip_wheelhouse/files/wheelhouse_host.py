@@ -18,6 +18,9 @@ whatever the number of wheels:
            user in a directory that the role removes afterwards, and leaves one tar of wheels
            for the controller to fetch.
 ``plan``   what ``apply`` would do, changing nothing (check mode).
+``venv-install`` installs the whole set into a venv: ``pip install --no-index --find-links
+           <wheelhouse> --require-hashes -r <wheelhouse>/requirements.txt``.
+``venv-plan`` whether venv-install would change the venv, changing nothing (check mode).
 
 Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory.
 """
@@ -27,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -243,6 +247,44 @@ def plan(path: str) -> dict:
             "files_now": len(list_names(current))}
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def venv_plan(venv: str, pins: list) -> dict:
+    """Check mode's stand-in for the venv install: the pins ('name==version') the venv lacks.
+    pip install reports 'Successfully installed' exactly when there are some."""
+    want = {}
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        want[canonical(name.split("[")[0])] = version
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        return {"changed": True, "check_mode": True, "missing": sorted(want)}
+    listing = subprocess.run(
+        [python, "-c", "import importlib.metadata as m, json; print(json.dumps("
+         "[[d.metadata['Name'], d.version] for d in m.distributions()]))"],
+        stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    have = {canonical(name): version for name, version in json.loads(listing) if name}
+    missing = sorted(n for n, v in want.items() if have.get(n) != v)
+    return {"changed": bool(missing), "check_mode": True, "missing": missing}
+
+
+def venv_install(venv: str, wheelhouse: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    result = subprocess.run(
+        [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--no-index",
+         "--find-links", wheelhouse, "--require-hashes",
+         "--requirement", os.path.join(wheelhouse, "requirements.txt")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0:
+        raise ApplyError("pip install into %s failed:\n%s" % (venv, "\n".join(lines[-12:])))
+    installed = [line for line in lines if line.startswith("Successfully installed")]
+    return {"changed": bool(installed), "installed": installed}
+
+
 def build(sources: str) -> dict:
     """Build a wheel of every sdist in the tar, offline; returns the tar of the wheels."""
     work = os.path.dirname(os.path.abspath(sources))
@@ -283,8 +325,10 @@ def build(sources: str) -> dict:
 
 def main(argv: list) -> int:
     usage = ("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE] | "
-             "plan PATH | build SOURCES_TAR")
-    if len(argv) < 2 or argv[0] not in ("probe", "apply", "plan", "build"):
+             "plan PATH | build SOURCES_TAR | venv-install VENV WHEELHOUSE | "
+             "venv-plan VENV PINS_JSON")
+    if len(argv) < 2 or argv[0] not in ("probe", "apply", "plan", "build", "venv-install",
+                                        "venv-plan"):
         print(usage, file=sys.stderr)
         return 2
     path = argv[1]
@@ -298,6 +342,10 @@ def main(argv: list) -> int:
             result = build(path)
         elif argv[0] == "plan":
             result = plan(path)
+        elif argv[0] == "venv-install":
+            result = venv_install(path, argv[2])
+        elif argv[0] == "venv-plan":
+            result = venv_plan(path, json.loads(argv[2]))
         else:
             bundle = argv[4] if len(argv) > 4 and argv[4] else None
             result = apply(path, bundle, argv[2], argv[3] == "true")
