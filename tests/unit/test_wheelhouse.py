@@ -258,3 +258,15 @@ def test_check_mode_plans_change_nothing(tmp_path):
     missing = host.venv_plan(str(tmp_path / "no-venv"), ["idna==3.20", "pydantic[email]==2.0"])
     assert missing == {"changed": True, "check_mode": True, "missing": ["idna", "pydantic"]}
     assert not (tmp_path / "no-venv").exists()
+
+
+def test_probe_rehashes_only_files_changed_since_the_last_apply_and_sees_damage(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"aaaa", "b-1-py3-none-any.whl": b"bbbb"})
+    clean = host.probe(path)["files"]
+    assert clean["a-1-py3-none-any.whl"]["sha256"] == hashlib.sha256(b"aaaa").hexdigest()
+    assert os.path.exists(os.path.realpath(path) + ".sums")
+    with open(os.path.join(path, "a-1-py3-none-any.whl"), "r+b") as handle:
+        handle.write(b"X")  # same size, new content
+    damaged = host.probe(path)["files"]
+    assert damaged["a-1-py3-none-any.whl"]["sha256"] == hashlib.sha256(b"Xaaa").hexdigest()
+    assert damaged["b-1-py3-none-any.whl"] == clean["b-1-py3-none-any.whl"]

@@ -13,7 +13,7 @@ from each wheel's own metadata, evaluated for the target; a dependency that the 
 is added, one that nothing pins fails the build with its name.
 
 Commands (JSON in as one argument, JSON out on stdout; errors on stderr, exit 1):
-``check``   the requirement set for a list of platforms: pinned, parseable.
+``check``   the requirement set for a list of platforms: pinned, parseable; and the plan.
 ``plan``    which platforms already have a complete, verified build in the cache.
 ``build``   download what is missing (pip reads the token from the netrc file in $NETRC).
             A release with no wheel for the platform comes as its sdist; the result for that
@@ -259,16 +259,27 @@ def cached_result(spec: dict, platform: dict):
     if not manifest_path.exists():
         return None
     manifest = json.loads(manifest_path.read_text())
+    # Files whose size, inode and times are those recorded when they were last verified are
+    # not hashed again (any write changes them); the others are.
+    verified_path = set_dir / "verified.json"
+    verified = read_json(verified_path, {})
+    now = {}
     for name, expected in sorted(manifest["files"].items()):
         path = (set_dir if name == REQUIREMENTS else root / "wheels") / name
         if not path.exists():
             return None
+        stat = path.stat()
+        now[name] = [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+        if verified.get(name) == now[name]:
+            continue
         actual = sha256_file(path)
         if actual != expected["sha256"]:
             raise BuildError(
                 f"{path} has sha256 {actual}, but the manifest {manifest_path} says "
                 f"{expected['sha256']}. The cached file was altered or damaged; delete it (or "
                 f"the whole cache directory {root}) and run again to download it afresh")
+    if now != verified:
+        write_atomic(verified_path, json.dumps(now, sort_keys=True))
     return result_for(root, set_dir, manifest)
 
 
@@ -609,7 +620,8 @@ def command_check(spec: dict) -> dict:
             raise BuildError(f"hosts of platform {platform['key']} are not CPython on glibc; "
                              "the wheelhouse builds manylinux wheels for CPython only")
         resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
-    return {"ok": True}
+    # The cache's plan in the same call: a re-run starts one controller process, not two.
+    return {"ok": True, "plan": command_plan(spec)}
 
 
 def command_plan(spec: dict) -> dict:

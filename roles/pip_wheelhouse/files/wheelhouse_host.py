@@ -22,7 +22,13 @@ whatever the number of wheels:
            <wheelhouse> --require-hashes -r <wheelhouse>/requirements.txt``.
 ``venv-plan`` whether venv-install would change the venv, changing nothing (check mode).
 
-Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory.
+Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory;
+``.<name>.d/<version>.sums`` remembers each file's SHA-256 with its size, inode and times, so
+that a re-run's probe hashes only files that changed since (a write to a file changes its
+modification and change times; a re-run then hashes it and finds the damage).
+
+The role sends this script to Python on its standard input (``python3 - probe PATH``): one
+pipelined SSH round trip per call, where a copied script costs several.
 """
 from __future__ import annotations
 
@@ -60,15 +66,51 @@ def current_dir(path: str):
     return os.path.realpath(path) if os.path.isdir(path) else None
 
 
+def stamp(stat) -> list:
+    return [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def sums_path(directory: str) -> str:
+    return directory.rstrip("/") + ".sums"
+
+
+def read_sums(directory) -> dict:
+    try:
+        with open(sums_path(directory)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 def list_files(directory) -> dict:
-    """Every regular file in the directory, with its SHA-256 and size (one pass, no subdirs)."""
+    """Every regular file in the directory, with its SHA-256 and size (no subdirs). A file whose
+    size, inode and times match the sums file keeps its recorded hash; any other is hashed."""
     files = {}
     if not directory:
         return files
+    known = read_sums(directory)
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if entry.is_file(follow_symlinks=False):
-            files[entry.name] = {"sha256": sha256_file(entry.path), "size": entry.stat().st_size}
+            stat = entry.stat(follow_symlinks=False)
+            record = known.get(entry.name)
+            if isinstance(record, list) and len(record) == 5 and record[:4] == stamp(stat):
+                digest = record[4]
+            else:
+                digest = sha256_file(entry.path)
+            files[entry.name] = {"sha256": digest, "size": stat.st_size}
     return files
+
+
+def write_sums(directory: str, digests: dict) -> None:
+    """Record the verified hashes of the current version, after the last change to its
+    inodes (links, chmod, the removal of older versions all change the change time)."""
+    sums = {}
+    for name, digest in digests.items():
+        sums[name] = stamp(os.stat(os.path.join(directory, name))) + [digest]
+    temporary = sums_path(directory) + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(sums, handle, sort_keys=True)
+    os.replace(temporary, sums_path(directory))
 
 
 def free_bytes(path: str) -> int:
@@ -99,7 +141,7 @@ def probe(path: str) -> dict:
     stale = []
     if os.path.isdir(store):
         stale = sorted(e.name for e in os.scandir(store)
-                       if not current or os.path.join(store, e.name) != current)
+                       if not current or e.path not in (current, sums_path(current)))
     return {
         "platform": {
             "key": "%s-glibc%s-%s" % (abi, glibc or "none", arch),
@@ -122,9 +164,11 @@ class ApplyError(Exception):
     pass
 
 
-def unpack(bundle: str, target: str) -> list:
-    """Unpack a flat tar of wheels, refusing anything but plain files with plain names."""
-    names = []
+def unpack(bundle: str, target: str, durable: bool = False) -> dict:
+    """Unpack a flat tar of wheels, refusing anything but plain files with plain names; the
+    SHA-256 of each file, computed as it is written (one pass over the data). durable: each
+    file is flushed to disk before the call returns (the swap must not outrun its data)."""
+    digests = {}
     with tarfile.open(bundle, "r:") as archive:
         for member in archive:
             name = member.name
@@ -132,10 +176,16 @@ def unpack(bundle: str, target: str) -> list:
                     or name.startswith(".")):
                 raise ApplyError("the bundle holds %r, which is not a plain file name" % name)
             source = archive.extractfile(member)
+            digest = hashlib.sha256()
             with open(os.path.join(target, name), "xb") as out:
-                shutil.copyfileobj(source, out, CHUNK)
-            names.append(name)
-    return names
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+                if durable:
+                    out.flush()
+                    os.fdatasync(out.fileno())
+            digests[name] = digest.hexdigest()
+    return digests
 
 
 def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
@@ -147,7 +197,7 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
     staging = os.path.join(store, version)
     os.mkdir(staging, 0o755)
     try:
-        received = unpack(bundle, staging) if bundle else []
+        received = unpack(bundle, staging, durable=True) if bundle else {}
         old = list_names(current)
         # The manifest, new or unchanged, names the files of the next wheelhouse.
         if MANIFEST not in received:
@@ -169,20 +219,23 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
                 if name not in wanted and name != MANIFEST and name not in received:
                     link(current, staging, name)
                     kept.append(name)
-        bad = []
+        bad, verified = [], {}
         for name, expected in sorted(wanted.items()):
             file_path = os.path.join(staging, name)
             if not os.path.exists(file_path):
                 bad.append("%s (missing)" % name)
                 continue
-            actual = sha256_file(file_path)
+            actual = received.get(name) or sha256_file(file_path)
             if actual != expected["sha256"]:
                 bad.append("%s (sha256 %s, manifest says %s)" % (name, actual, expected["sha256"]))
+            verified[name] = actual
         if bad:
             raise ApplyError("these files do not match the manifest: " + "; ".join(bad))
         for name in os.listdir(staging):
             os.chmod(os.path.join(staging, name), 0o644)
-        os.sync()
+        # The new files' data is on disk (fdatasync as they were written); now their names.
+        # Only this directory is flushed, not the whole machine's dirty pages (os.sync).
+        fsync_dir(staging)
         swap(path, staging, store)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -192,8 +245,18 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
             os.unlink(bundle)
     removed = sorted(set(old) - set(wanted) - set(kept) - {MANIFEST})
     cleanup(store, staging)
+    verified[MANIFEST] = manifest_sha
+    write_sums(staging, verified)
     return {"changed": True, "version": version, "received": sorted(received),
             "removed": removed}
+
+
+def fsync_dir(directory: str) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def list_names(directory) -> list:
@@ -222,17 +285,13 @@ def swap(path: str, staging: str, store: str) -> None:
     temporary = path.rstrip("/") + ".new-" + os.urandom(3).hex()
     os.symlink(relative, temporary)
     os.replace(temporary, path)
-    directory = os.open(os.path.dirname(path.rstrip("/")) or "/", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(os.path.dirname(path.rstrip("/")) or "/")
 
 
 def cleanup(store: str, keep: str) -> None:
     """Remove every other version, and what a run that died left behind."""
     for entry in os.scandir(store):
-        if entry.path != keep:
+        if entry.path not in (keep, sums_path(keep)):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
