@@ -270,3 +270,16 @@ def test_probe_rehashes_only_files_changed_since_the_last_apply_and_sees_damage(
     damaged = host.probe(path)["files"]
     assert damaged["a-1-py3-none-any.whl"]["sha256"] == hashlib.sha256(b"Xaaa").hexdigest()
     assert damaged["b-1-py3-none-any.whl"] == clean["b-1-py3-none-any.whl"]
+
+
+def test_preflight_for_the_pipe_lookup_answers_errors_as_json(tmp_path, capsys):
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("requests>=2\n")
+    spec = {"requirements": str(reqs), "constraints": "", "cache_dir": str(tmp_path / "c"),
+            "index_url": "https://feed.example/simple/", "platforms": [PY39]}
+    assert build.main(["preflight", json.dumps(spec)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert "line 1: 'requests>=2' is not pinned" in answer["error"]
+    reqs.write_text("idna==3.20\n")
+    assert build.main(["preflight", json.dumps(spec)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "plan": {PY39["key"]: None}}

@@ -14,6 +14,7 @@ is added, one that nothing pins fails the build with its name.
 
 Commands (JSON in as one argument, JSON out on stdout; errors on stderr, exit 1):
 ``check``   the requirement set for a list of platforms: pinned, parseable; and the plan.
+``preflight`` the same, for a pipe lookup: an error is {"error": message}, exit status 0.
 ``plan``    which platforms already have a complete, verified build in the cache.
 ``build``   download what is missing (pip reads the token from the netrc file in $NETRC).
             A release with no wheel for the platform comes as its sdist; the result for that
@@ -640,8 +641,8 @@ def command_bundle(spec: dict) -> dict:
     return {"bundles": made}
 
 
-COMMANDS = {"check": command_check, "plan": command_plan, "build": command_build,
-            "bundle": command_bundle}
+COMMANDS = {"check": command_check, "preflight": command_check, "plan": command_plan,
+            "build": command_build, "bundle": command_bundle}
 
 
 def main(argv: list[str]) -> int:
@@ -651,6 +652,9 @@ def main(argv: list[str]) -> int:
     try:
         result = COMMANDS[argv[0]](json.loads(argv[1]))
     except (BuildError, OSError, ValueError) as error:
+        if argv[0] == "preflight":
+            print(json.dumps({"error": f"wheelhouse: {error}"}))
+            return 0
         print(f"wheelhouse: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))
