@@ -180,3 +180,106 @@ def test_delta_lists_missing_damaged_and_extra_files():
     assert result["bytes"] == 20 and result["bundle"].startswith("/c/k/bundles/")
     assert filters.delta(dict(complete, files={**complete["files"], "old.whl": {}}),
                          build_result, False)["needed"] is False
+
+
+def _sdist(directory: Path, name: str, version: str, pyproject: str | None) -> Path:
+    path = directory / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        members = {f"{name}-{version}/PKG-INFO": b"Metadata-Version: 2.1\n"}
+        if pyproject is not None:
+            members[f"{name}-{version}/pyproject.toml"] = pyproject.encode()
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_sdist_build_requirements_come_from_pyproject_or_pips_default(tmp_path):
+    declared = _sdist(tmp_path, "lab_x", "1.0", '[build-system]\nrequires = ["flit_core>=3.4"]\n')
+    bare = _sdist(tmp_path, "lab_y", "2.0", None)
+    assert build.build_requires(declared) == ["flit_core>=3.4"]
+    assert build.build_requires(bare) == ["setuptools>=40.8.0"]
+    assert build.find_sdist(tmp_path, "lab-x", "1.0") == declared
+    assert build.find_sdist(tmp_path, "lab-x", "1.1") is None
+    assert build.sdist_release("lab_y-2.0.tar.gz") == ("lab-y", build.Version("2.0"))
+
+
+def test_a_wheel_built_on_the_host_itself_fits_its_platform():
+    ranks = {tag: i for i, tag in enumerate(build.target_tags(PY39))}
+    assert any(str(tag) == "cp39-cp39-linux_x86_64" for tag in ranks)
+    assert not any(str(tag).endswith("linux_aarch64") for tag in ranks)
+
+
+def test_one_builder_per_platform_with_sdists_the_first_host_of_the_play():
+    hosts = {"a1": "cp39-k", "b1": "cp311-k", "a2": "cp39-k", "c1": "cp313-k"}
+    assert filters.builders(hosts, ["cp39-k", "cp313-k"]) == {"cp39-k": "a1", "cp313-k": "c1"}
+    assert filters.builders(hosts, []) == {}
+
+
+def _built_archive(root: Path, names: list[str]) -> None:
+    (root / "build").mkdir(parents=True, exist_ok=True)
+    _tar(root / "build" / "built.tar", {name: b"wheel" for name in names})
+
+
+def test_built_wheels_are_taken_into_the_cache_with_their_sdist(tmp_path):
+    root = tmp_path / PY39["key"]
+    (root / "wheels").mkdir(parents=True)
+    (root / "sdists").mkdir()
+    sdist = _sdist(root / "sdists", "lab_x", "1.0", None)
+    _built_archive(root, ["lab_x-1.0-py3-none-any.whl"])
+    build.take_built(root, PY39, "deb11-1")
+    assert (root / "wheels" / "lab_x-1.0-py3-none-any.whl").read_bytes() == b"wheel"
+    built = json.loads((root / "built.json").read_text())
+    assert built["lab_x-1.0-py3-none-any.whl"] == {
+        "sdist": sdist.name, "sdist_sha256": build.sha256_file(sdist), "host": "deb11-1"}
+    assert not (root / "build" / "built.tar").exists()
+
+
+@pytest.mark.parametrize("name", ["lab_z-1.0-py3-none-any.whl",       # no such sdist was sent
+                                  "lab_x-1.0-cp313-cp313-linux_x86_64.whl",  # another Python
+                                  "../lab_x-1.0-py3-none-any.whl"])
+def test_a_built_wheel_that_was_not_asked_for_is_refused(tmp_path, name):
+    root = tmp_path / PY39["key"]
+    (root / "wheels").mkdir(parents=True)
+    (root / "sdists").mkdir()
+    _sdist(root / "sdists", "lab_x", "1.0", None)
+    _built_archive(root, [name])
+    with pytest.raises(build.BuildError):
+        build.take_built(root, PY39, "deb11-1")
+    assert list((root / "wheels").iterdir()) == []
+
+
+def test_check_mode_plans_change_nothing(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    before = sorted(os.listdir(tmp_path / "pipfeed" / ".wheelhouse.d"))
+    assert host.plan(path)["changed"] is True
+    assert sorted(os.listdir(tmp_path / "pipfeed" / ".wheelhouse.d")) == before
+    missing = host.venv_plan(str(tmp_path / "no-venv"), ["idna==3.20", "pydantic[email]==2.0"])
+    assert missing == {"changed": True, "check_mode": True, "missing": ["idna", "pydantic"]}
+    assert not (tmp_path / "no-venv").exists()
+
+
+def test_probe_rehashes_only_files_changed_since_the_last_apply_and_sees_damage(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"aaaa", "b-1-py3-none-any.whl": b"bbbb"})
+    clean = host.probe(path)["files"]
+    assert clean["a-1-py3-none-any.whl"]["sha256"] == hashlib.sha256(b"aaaa").hexdigest()
+    assert os.path.exists(os.path.realpath(path) + ".sums")
+    with open(os.path.join(path, "a-1-py3-none-any.whl"), "r+b") as handle:
+        handle.write(b"X")  # same size, new content
+    damaged = host.probe(path)["files"]
+    assert damaged["a-1-py3-none-any.whl"]["sha256"] == hashlib.sha256(b"Xaaa").hexdigest()
+    assert damaged["b-1-py3-none-any.whl"] == clean["b-1-py3-none-any.whl"]
+
+
+def test_preflight_for_the_pipe_lookup_answers_errors_as_json(tmp_path, capsys):
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("requests>=2\n")
+    spec = {"requirements": str(reqs), "constraints": "", "cache_dir": str(tmp_path / "c"),
+            "index_url": "https://feed.example/simple/", "platforms": [PY39]}
+    assert build.main(["preflight", json.dumps(spec)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert "line 1: 'requests>=2' is not pinned" in answer["error"]
+    reqs.write_text("idna==3.20\n")
+    assert build.main(["preflight", json.dumps(spec)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "plan": {PY39["key"]: None}}

@@ -13,9 +13,16 @@ from each wheel's own metadata, evaluated for the target; a dependency that the 
 is added, one that nothing pins fails the build with its name.
 
 Commands (JSON in as one argument, JSON out on stdout; errors on stderr, exit 1):
-``check``   the requirement set for a list of platforms: pinned, parseable.
+``check``   the requirement set for a list of platforms: pinned, parseable; and the plan.
+``preflight`` the same, for a pipe lookup: an error is {"error": message}, exit status 0.
 ``plan``    which platforms already have a complete, verified build in the cache.
 ``build``   download what is missing (pip reads the token from the netrc file in $NETRC).
+            A release with no wheel for the platform comes as its sdist; the result for that
+            platform is then "pending": one archive with the sdists and the wheels of their
+            build dependencies, for a host of the platform to build (``wheelhouse_host.py
+            build``). The next ``build`` call, told which host built what (``built``), takes
+            the wheels it fetched back into the cache and finishes the set. A built wheel stays
+            in the cache, so a rebuild never builds it again.
 ``bundle``  one tar per (platform, set of missing files), for the hosts that lack them.
 """
 from __future__ import annotations
@@ -26,8 +33,10 @@ import os
 import re
 import subprocess
 import sys
+import shutil
 import tarfile
 import tempfile
+import tomllib
 import zipfile
 from email.parser import HeaderParser
 from pathlib import Path
@@ -39,6 +48,12 @@ from packaging.version import Version
 
 MANIFEST = "manifest.json"
 REQUIREMENTS = "requirements.txt"
+# Which cached wheels a host built from an sdist: wheel file -> sdist, its sha256, the host.
+BUILT = "built.json"
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+# What pip assumes for an sdist without a [build-system] table (PEP 518), plus wheel, which
+# setuptools before 70.1 asks for and older pips add on their own.
+DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]
 # How a machine points TLS clients at its own CA bundle; the controller's pip must not inherit
 # them (nor any PIP_* setting nor /etc/pip.conf): the role says which index and which CA.
 CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -69,7 +84,10 @@ def target_tags(platform: dict) -> list[Tag]:
     """The wheel tags the target's pip accepts, best first."""
     version = tuple(int(part) for part in platform["python"].split("."))
     abi = platform["abi"]
-    platforms = manylinux_platforms(platform["glibc"], platform["arch"])
+    # linux_<arch> last: the tag of a wheel that a host of this very platform built from an
+    # sdist (it is never asked of the index).
+    platforms = manylinux_platforms(platform["glibc"], platform["arch"]) + [
+        f"linux_{platform['arch']}"]
     return (list(cpython_tags(version, [abi, "abi3", "none"], platforms))
             + list(compatible_tags(version, abi, platforms)))
 
@@ -242,20 +260,33 @@ def cached_result(spec: dict, platform: dict):
     if not manifest_path.exists():
         return None
     manifest = json.loads(manifest_path.read_text())
+    # Files whose size, inode and times are those recorded when they were last verified are
+    # not hashed again (any write changes them); the others are.
+    verified_path = set_dir / "verified.json"
+    verified = read_json(verified_path, {})
+    now = {}
     for name, expected in sorted(manifest["files"].items()):
         path = (set_dir if name == REQUIREMENTS else root / "wheels") / name
         if not path.exists():
             return None
+        stat = path.stat()
+        now[name] = [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+        if verified.get(name) == now[name]:
+            continue
         actual = sha256_file(path)
         if actual != expected["sha256"]:
             raise BuildError(
                 f"{path} has sha256 {actual}, but the manifest {manifest_path} says "
                 f"{expected['sha256']}. The cached file was altered or damaged; delete it (or "
                 f"the whole cache directory {root}) and run again to download it afresh")
+    if now != verified:
+        write_atomic(verified_path, json.dumps(now, sort_keys=True))
     return result_for(root, set_dir, manifest)
 
 
 def result_for(root: Path, set_dir: Path, manifest: dict, downloaded=()) -> dict:
+    """What the role needs of a complete build: the files and where they are, and what this
+    call fetched (wheels, sdists and build dependencies) and had built."""
     files = {}
     for name, entry in manifest["files"].items():
         source = set_dir / name if name == REQUIREMENTS else root / "wheels" / name
@@ -264,43 +295,94 @@ def result_for(root: Path, set_dir: Path, manifest: dict, downloaded=()) -> dict
     files[MANIFEST] = {"sha256": sha256_file(manifest_path),
                        "size": manifest_path.stat().st_size, "src": str(manifest_path)}
     return {"key": manifest["platform"]["key"], "dir": str(root), "files": files,
-            "manifest_sha256": files[MANIFEST]["sha256"], "downloaded": list(downloaded)}
+            "manifest_sha256": files[MANIFEST]["sha256"], "downloaded": list(downloaded),
+            "built": sorted(n for n, e in manifest["files"].items() if e.get("built_from"))}
 
 
 # ----- pip -----------------------------------------------------------------------------------
-def pip_env(netrc: str) -> dict[str, str]:
+def pip_env(spec: dict) -> dict[str, str]:
+    """pip's settings come from here only. The CA bundle goes in the environment, not on the
+    command line, so that the pip that installs an sdist's build dependencies inherits it."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PIP_") and k not in CA_OVERRIDES and k != "NETRC"}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    if netrc:
-        env["NETRC"] = netrc
+    if spec.get("netrc"):
+        env["NETRC"] = spec["netrc"]
+    if spec.get("cert"):
+        env["PIP_CERT"] = spec["cert"]
     return env
 
 
-def pip_download(spec: dict, platform: dict, pins: list[dict], dest: Path) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        handle.write("".join(f"{p['name']}=={p['version']}\n" for p in pins))
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", "--dest", str(dest), "--index-url", spec["index_url"],
-           "--python-version", platform["python"], "--implementation", "cp",
-           "--abi", platform["abi"], "--abi", "abi3", "--abi", "none",
-           "--progress-bar", "off", "--requirement", handle.name]
-    for tag in manylinux_platforms(platform["glibc"], platform["arch"]):
-        cmd += ["--platform", tag]
-    if spec.get("cert"):
-        cmd += ["--cert", spec["cert"]]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, env=pip_env(spec["netrc"]),
-                                timeout=spec.get("timeout", 1800))
-    finally:
-        os.unlink(handle.name)
+def run_pip(spec: dict, args: list[str], what: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--progress-bar", "off",
+           "--index-url", spec["index_url"], *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=pip_env(spec),
+                            timeout=spec.get("timeout", 1800))
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
-        raise BuildError(
-            f"pip download for {platform['key']} from {spec['index_url']} failed:\n{tail}\n"
-            "A release with no wheel for this platform (sdist only) cannot go into the "
-            "wheelhouse yet: build its wheel on a host of the platform and publish it to the "
-            "feed.")
+        raise BuildError(f"pip download of {what} from {spec['index_url']} failed:\n{tail}")
+
+
+def target_options(platform: dict) -> list[str]:
+    options = ["--python-version", platform["python"], "--implementation", "cp",
+               "--abi", platform["abi"], "--abi", "abi3", "--abi", "none"]
+    for tag in manylinux_platforms(platform["glibc"], platform["arch"]):
+        options += ["--platform", tag]
+    return options
+
+
+def pip_download(spec: dict, platform: dict, pins: list[dict], dest: Path) -> None:
+    """The pins, each as a wheel for the target where the index has one, else as its sdist
+    (--prefer-binary; --no-deps is what lets pip take an sdist with --platform). pip reads an
+    sdist's metadata here, in an isolated build environment from the same index."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("".join(f"{p['name']}=={p['version']}\n" for p in pins))
+    try:
+        run_pip(spec, ["--no-deps", "--prefer-binary", "--dest", str(dest),
+                       *target_options(platform), "--requirement", handle.name],
+                f"{len(pins)} pinned releases for {platform['key']}")
+    finally:
+        os.unlink(handle.name)
+
+
+def sdist_release(filename: str):
+    """(canonical name, Version) of an sdist file name, or None."""
+    for suffix in SDIST_SUFFIXES:
+        if filename.endswith(suffix):
+            name, _, version = filename[:-len(suffix)].rpartition("-")
+            try:
+                return canonicalize_name(name), Version(version)
+            except ValueError:
+                return None
+    return None
+
+
+def find_sdist(directory: Path, name: str, version: str):
+    for path in sorted(directory.glob("*")) if directory.is_dir() else []:
+        if sdist_release(path.name) == (name, Version(version)):
+            return path
+    return None
+
+
+def build_requires(sdist: Path) -> list[str]:
+    """[build-system] requires of the sdist's pyproject.toml (PEP 518), or pip's default."""
+    text = None
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as archive:
+            names = [n for n in archive.namelist() if n.count("/") == 1
+                     and n.endswith("/pyproject.toml")]
+            text = archive.read(names[0]).decode() if names else None
+    else:
+        with tarfile.open(sdist, "r:gz") as archive:
+            for member in archive:
+                if member.isfile() and member.name.count("/") == 1 \
+                        and member.name.endswith("/pyproject.toml"):
+                    text = archive.extractfile(member).read().decode()
+                    break
+    if text is None:
+        return list(DEFAULT_BUILD_REQUIRES)
+    system = tomllib.loads(text).get("build-system") or {}
+    return list(system.get("requires", DEFAULT_BUILD_REQUIRES))
 
 
 def choose_wheel(directory: Path, name: str, version: str, ranks: dict[Tag, int]):
@@ -318,14 +400,31 @@ def choose_wheel(directory: Path, name: str, version: str, ranks: dict[Tag, int]
     return best
 
 
+def cache_files(root: Path) -> set[str]:
+    """What the controller has fetched for a platform: wheels, sdists and build dependencies."""
+    return {f"{sub}/{p.name}" for sub in ("wheels", "sdists", "build-deps")
+            for p in (root / sub).glob("*") if not p.name.endswith(".tmp")}
+
+
+def read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 def build_one(spec: dict, platform: dict) -> dict:
     cached = cached_result(spec, platform)
     if cached is not None:
         return cached
     root = platform_dir(spec, platform)
-    wheels = root / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in wheels.glob("*.whl")}
+    wheels, sdists = root / "wheels", root / "sdists"
+    for directory in (wheels, sdists):
+        directory.mkdir(parents=True, exist_ok=True)
+    built_host = (spec.get("built") or {}).get(platform["key"])
+    # What an earlier call of this run fetched before it handed the sdists to a host.
+    earlier = read_json(root / "build" / "pending.json", {}).get("downloaded", []) \
+        if built_host else []
+    if built_host:
+        take_built(root, platform, built_host)
+    before = cache_files(root) - set(earlier)
     pins = resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
     constrained = constraint_pins(spec.get("constraints", ""), platform)
     ranks = {tag: index for index, tag in enumerate(target_tags(platform))}
@@ -333,15 +432,28 @@ def build_one(spec: dict, platform: dict) -> dict:
     todo = list(pins)
     for _ in range(50):  # each round adds the dependencies the constraints pin
         fetch = [pins[n] for n in todo
-                 if choose_wheel(wheels, n, pins[n]["version"], ranks) is None]
+                 if choose_wheel(wheels, n, pins[n]["version"], ranks) is None
+                 and find_sdist(sdists, n, pins[n]["version"]) is None]
         if fetch:
             pip_download(spec, platform, fetch, wheels)
+            for path in wheels.glob("*"):
+                if sdist_release(path.name):
+                    os.replace(path, sdists / path.name)
+        unbuilt = [n for n in todo if choose_wheel(wheels, n, pins[n]["version"], ranks) is None]
+        for name in unbuilt:
+            if find_sdist(sdists, name, pins[name]["version"]) is None:
+                raise BuildError(f"neither a wheel for {platform['key']} nor an sdist of "
+                                 f"{pins[name]['name']}=={pins[name]['version']} arrived from "
+                                 f"{spec['index_url']}")
+        if unbuilt:
+            if built_host:
+                raise BuildError(
+                    f"{built_host} built no wheel of "
+                    + ", ".join(f"{pins[n]['name']}=={pins[n]['version']}" for n in unbuilt)
+                    + f" that fits {platform['key']}")
+            return pending_result(spec, platform, root, [pins[n] for n in unbuilt], before)
         for name in todo:
-            wheel = choose_wheel(wheels, name, pins[name]["version"], ranks)
-            if wheel is None:
-                raise BuildError(f"no wheel of {pins[name]['name']}=={pins[name]['version']} "
-                                 f"for {platform['key']} arrived from {spec['index_url']}")
-            chosen[name] = wheel
+            chosen[name] = choose_wheel(wheels, name, pins[name]["version"], ranks)
         todo = []
         unresolved = []
         for needed_by, requirement in missing_dependencies(chosen, pins, platform):
@@ -361,17 +473,26 @@ def build_one(spec: dict, platform: dict) -> dict:
                 "(a lock file, for example from 'pip-compile' or 'uv pip compile').")
         if not todo:
             break
+    built = read_json(root / BUILT, {})
     files, lines = {}, []
     for name in sorted(chosen):
         wheel, pin = chosen[name], pins[name]
         digest = sha256_file(wheel)
-        if pin["hashes"] and digest not in pin["hashes"]:
+        origin = built.get(wheel.name)
+        # A lock file hashes what the index serves: for a wheel built here, that is its sdist.
+        locked_file, locked = (origin["sdist"], origin["sdist_sha256"]) if origin \
+            else (wheel.name, digest)
+        if pin["hashes"] and locked not in pin["hashes"]:
             raise BuildError(
-                f"{wheel.name} has sha256 {digest}, which is none of the hashes the requirement "
+                f"{locked_file} has sha256 {locked}, which is none of the hashes the requirement "
                 f"set lists for {pin['name']}=={pin['version']} ({', '.join(pin['hashes'])}). "
                 "The index serves another file than the one that was locked: find out why "
                 "before you trust it, then fix the hash or the index")
         files[wheel.name] = {"sha256": digest, "size": wheel.stat().st_size}
+        if origin:
+            files[wheel.name]["built_from"] = origin["sdist"]
+            lines.append(f"# built from {origin['sdist']} (sha256 {origin['sdist_sha256']})"
+                         f" on {origin['host']}\n")
         extras = f"[{','.join(pin['extras'])}]" if pin["extras"] else ""
         lines.append(f"{pin['name']}{extras}=={pin['version']} \\\n    --hash=sha256:{digest}\n")
     key = set_key(spec, platform)
@@ -387,8 +508,80 @@ def build_one(spec: dict, platform: dict) -> dict:
                            "size": (set_dir / REQUIREMENTS).stat().st_size}
     manifest = {"platform": platform, "files": files}
     write_atomic(set_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    downloaded = sorted({p.name for p in wheels.glob("*.whl")} - before)
+    downloaded = sorted(cache_files(root) - before)
+    shutil.rmtree(root / "build", ignore_errors=True)
     return result_for(root, set_dir, manifest, downloaded)
+
+
+def pending_result(spec: dict, platform: dict, root: Path, pending: list[dict],
+                   before: set[str]) -> dict:
+    """The sdists that a host of the platform must build, in one archive with the wheels of
+    their build dependencies (for the target, from the same index), so that the host builds
+    with --no-index."""
+    sdists, requires = [], ["wheel"]
+    for pin in pending:
+        sdist = find_sdist(root / "sdists", canonicalize_name(pin["name"]), pin["version"])
+        digest = sha256_file(sdist)
+        if pin["hashes"] and digest not in pin["hashes"]:
+            raise BuildError(
+                f"{sdist.name} has sha256 {digest}, which is none of the hashes the requirement "
+                f"set lists for {pin['name']}=={pin['version']} ({', '.join(pin['hashes'])})")
+        sdists.append(sdist)
+        requires += build_requires(sdist)
+    build = root / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    deps = build / "deps"
+    deps.mkdir(parents=True)
+    # With their dependencies, resolved for the target (only wheels, so --platform holds).
+    run_pip(spec, ["--only-binary=:all:", "--dest", str(deps), *target_options(platform),
+                   *sorted(set(requires))],
+            f"the build dependencies ({', '.join(sorted(set(requires)))}) of "
+            + ", ".join(s.name for s in sdists) + f" for {platform['key']}")
+    store = root / "build-deps"
+    store.mkdir(exist_ok=True)
+    for wheel in deps.glob("*.whl"):
+        if not (store / wheel.name).exists():
+            shutil.copy2(wheel, store / wheel.name)
+    files = {p.name: {"src": str(p)} for p in [*sdists, *deps.glob("*.whl")]}
+    archive = build / "sources.tar"
+    make_bundle(archive, sorted(files), files)
+    shutil.rmtree(deps)
+    downloaded = sorted(cache_files(root) - before)
+    (build / "pending.json").write_text(json.dumps({"downloaded": downloaded}))
+    return {"key": platform["key"], "dir": str(root), "pending": [
+        {"name": p["name"], "version": p["version"]} for p in pending],
+        "sources": str(archive), "result": str(build / "built.tar"),
+        "downloaded": downloaded}
+
+
+def take_built(root: Path, platform: dict, host: str) -> None:
+    """Move the wheels a host built (fetched back as one tar) into the platform's cache,
+    each checked: a plain wheel file name, a release of an sdist that was sent, a tag that
+    the platform accepts."""
+    archive = root / "build" / "built.tar"
+    if not archive.exists():
+        raise BuildError(f"{archive} is missing: the wheels that {host} built did not arrive")
+    ranks = {tag: index for index, tag in enumerate(target_tags(platform))}
+    built = read_json(root / BUILT, {})
+    with tarfile.open(archive, "r:") as tar:
+        for member in tar:
+            name = member.name
+            if not member.isfile() or "/" in name or name.startswith(".") \
+                    or not name.endswith(".whl"):
+                raise BuildError(f"{archive} holds {name!r}, which is not a wheel file name")
+            wheel_name, version, _, tags = parse_wheel_filename(name)
+            sdist = find_sdist(root / "sdists", wheel_name, str(version))
+            if sdist is None or not any(tag in ranks for tag in tags):
+                raise BuildError(f"{host} built {name}, which is no release that was sent to "
+                                 f"it, or does not fit {platform['key']}")
+            temporary = root / "wheels" / (name + ".tmp")
+            with open(temporary, "wb") as out:
+                shutil.copyfileobj(tar.extractfile(member), out)
+            os.replace(temporary, root / "wheels" / name)
+            built[name] = {"sdist": sdist.name, "sdist_sha256": sha256_file(sdist),
+                           "host": host}
+    write_atomic(root / BUILT, json.dumps(built, indent=1, sort_keys=True) + "\n")
+    archive.unlink()
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -428,7 +621,8 @@ def command_check(spec: dict) -> dict:
             raise BuildError(f"hosts of platform {platform['key']} are not CPython on glibc; "
                              "the wheelhouse builds manylinux wheels for CPython only")
         resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
-    return {"ok": True}
+    # The cache's plan in the same call: a re-run starts one controller process, not two.
+    return {"ok": True, "plan": command_plan(spec)}
 
 
 def command_plan(spec: dict) -> dict:
@@ -447,8 +641,8 @@ def command_bundle(spec: dict) -> dict:
     return {"bundles": made}
 
 
-COMMANDS = {"check": command_check, "plan": command_plan, "build": command_build,
-            "bundle": command_bundle}
+COMMANDS = {"check": command_check, "preflight": command_check, "plan": command_plan,
+            "build": command_build, "bundle": command_bundle}
 
 
 def main(argv: list[str]) -> int:
@@ -458,6 +652,9 @@ def main(argv: list[str]) -> int:
     try:
         result = COMMANDS[argv[0]](json.loads(argv[1]))
     except (BuildError, OSError, ValueError) as error:
+        if argv[0] == "preflight":
+            print(json.dumps({"error": f"wheelhouse: {error}"}))
+            return 0
         print(f"wheelhouse: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))

@@ -12,8 +12,23 @@ whatever the number of wheels:
            against the manifest, and only then swaps the wheelhouse symlink with a rename. A run
            that dies before the rename leaves the previous wheelhouse whole; the next run
            removes what it left behind.
+``build``  (on one host per platform, and only when a release has no wheel for it) builds
+           the wheels of the sdists in one tar with ``pip wheel --no-index``: their build
+           dependencies came in the same tar, so nothing is fetched. It runs as the login
+           user in a directory that the role removes afterwards, and leaves one tar of wheels
+           for the controller to fetch.
+``plan``   what ``apply`` would do, changing nothing (check mode).
+``venv-install`` installs the whole set into a venv: ``pip install --no-index --find-links
+           <wheelhouse> --require-hashes -r <wheelhouse>/requirements.txt``.
+``venv-plan`` whether venv-install would change the venv, changing nothing (check mode).
 
-Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory.
+Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent directory;
+``.<name>.d/<version>.sums`` remembers each file's SHA-256 with its size, inode and times, so
+that a re-run's probe hashes only files that changed since (a write to a file changes its
+modification and change times; a re-run then hashes it and finds the damage).
+
+The role sends this script to Python on its standard input (``python3 - probe PATH``): one
+pipelined SSH round trip per call, where a copied script costs several.
 """
 from __future__ import annotations
 
@@ -21,7 +36,9 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -49,15 +66,51 @@ def current_dir(path: str):
     return os.path.realpath(path) if os.path.isdir(path) else None
 
 
+def stamp(stat) -> list:
+    return [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def sums_path(directory: str) -> str:
+    return directory.rstrip("/") + ".sums"
+
+
+def read_sums(directory) -> dict:
+    try:
+        with open(sums_path(directory)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 def list_files(directory) -> dict:
-    """Every regular file in the directory, with its SHA-256 and size (one pass, no subdirs)."""
+    """Every regular file in the directory, with its SHA-256 and size (no subdirs). A file whose
+    size, inode and times match the sums file keeps its recorded hash; any other is hashed."""
     files = {}
     if not directory:
         return files
+    known = read_sums(directory)
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if entry.is_file(follow_symlinks=False):
-            files[entry.name] = {"sha256": sha256_file(entry.path), "size": entry.stat().st_size}
+            stat = entry.stat(follow_symlinks=False)
+            record = known.get(entry.name)
+            if isinstance(record, list) and len(record) == 5 and record[:4] == stamp(stat):
+                digest = record[4]
+            else:
+                digest = sha256_file(entry.path)
+            files[entry.name] = {"sha256": digest, "size": stat.st_size}
     return files
+
+
+def write_sums(directory: str, digests: dict) -> None:
+    """Record the verified hashes of the current version, after the last change to its
+    inodes (links, chmod, the removal of older versions all change the change time)."""
+    sums = {}
+    for name, digest in digests.items():
+        sums[name] = stamp(os.stat(os.path.join(directory, name))) + [digest]
+    temporary = sums_path(directory) + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(sums, handle, sort_keys=True)
+    os.replace(temporary, sums_path(directory))
 
 
 def free_bytes(path: str) -> int:
@@ -88,7 +141,7 @@ def probe(path: str) -> dict:
     stale = []
     if os.path.isdir(store):
         stale = sorted(e.name for e in os.scandir(store)
-                       if not current or os.path.join(store, e.name) != current)
+                       if not current or e.path not in (current, sums_path(current)))
     return {
         "platform": {
             "key": "%s-glibc%s-%s" % (abi, glibc or "none", arch),
@@ -111,9 +164,11 @@ class ApplyError(Exception):
     pass
 
 
-def unpack(bundle: str, target: str) -> list:
-    """Unpack a flat tar of wheels, refusing anything but plain files with plain names."""
-    names = []
+def unpack(bundle: str, target: str, durable: bool = False) -> dict:
+    """Unpack a flat tar of wheels, refusing anything but plain files with plain names; the
+    SHA-256 of each file, computed as it is written (one pass over the data). durable: each
+    file is flushed to disk before the call returns (the swap must not outrun its data)."""
+    digests = {}
     with tarfile.open(bundle, "r:") as archive:
         for member in archive:
             name = member.name
@@ -121,10 +176,16 @@ def unpack(bundle: str, target: str) -> list:
                     or name.startswith(".")):
                 raise ApplyError("the bundle holds %r, which is not a plain file name" % name)
             source = archive.extractfile(member)
+            digest = hashlib.sha256()
             with open(os.path.join(target, name), "xb") as out:
-                shutil.copyfileobj(source, out, CHUNK)
-            names.append(name)
-    return names
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+                if durable:
+                    out.flush()
+                    os.fdatasync(out.fileno())
+            digests[name] = digest.hexdigest()
+    return digests
 
 
 def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
@@ -136,7 +197,7 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
     staging = os.path.join(store, version)
     os.mkdir(staging, 0o755)
     try:
-        received = unpack(bundle, staging) if bundle else []
+        received = unpack(bundle, staging, durable=True) if bundle else {}
         old = list_names(current)
         # The manifest, new or unchanged, names the files of the next wheelhouse.
         if MANIFEST not in received:
@@ -158,20 +219,23 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
                 if name not in wanted and name != MANIFEST and name not in received:
                     link(current, staging, name)
                     kept.append(name)
-        bad = []
+        bad, verified = [], {}
         for name, expected in sorted(wanted.items()):
             file_path = os.path.join(staging, name)
             if not os.path.exists(file_path):
                 bad.append("%s (missing)" % name)
                 continue
-            actual = sha256_file(file_path)
+            actual = received.get(name) or sha256_file(file_path)
             if actual != expected["sha256"]:
                 bad.append("%s (sha256 %s, manifest says %s)" % (name, actual, expected["sha256"]))
+            verified[name] = actual
         if bad:
             raise ApplyError("these files do not match the manifest: " + "; ".join(bad))
         for name in os.listdir(staging):
             os.chmod(os.path.join(staging, name), 0o644)
-        os.sync()
+        # The new files' data is on disk (fdatasync as they were written); now their names.
+        # Only this directory is flushed, not the whole machine's dirty pages (os.sync).
+        fsync_dir(staging)
         swap(path, staging, store)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -181,8 +245,18 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
             os.unlink(bundle)
     removed = sorted(set(old) - set(wanted) - set(kept) - {MANIFEST})
     cleanup(store, staging)
+    verified[MANIFEST] = manifest_sha
+    write_sums(staging, verified)
     return {"changed": True, "version": version, "received": sorted(received),
             "removed": removed}
+
+
+def fsync_dir(directory: str) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def list_names(directory) -> list:
@@ -211,35 +285,126 @@ def swap(path: str, staging: str, store: str) -> None:
     temporary = path.rstrip("/") + ".new-" + os.urandom(3).hex()
     os.symlink(relative, temporary)
     os.replace(temporary, path)
-    directory = os.open(os.path.dirname(path.rstrip("/")) or "/", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(os.path.dirname(path.rstrip("/")) or "/")
 
 
 def cleanup(store: str, keep: str) -> None:
     """Remove every other version, and what a run that died left behind."""
     for entry in os.scandir(store):
-        if entry.path != keep:
+        if entry.path not in (keep, sums_path(keep)):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
                 os.unlink(entry.path)
 
 
+def plan(path: str) -> dict:
+    """Check mode's stand-in for apply: it changes nothing and says which wheelhouse the real
+    run would replace, so that check mode reports the same task as changed as the real run."""
+    current = current_dir(path)
+    return {"changed": True, "check_mode": True, "replaces": current,
+            "files_now": len(list_names(current))}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def venv_plan(venv: str, pins: list) -> dict:
+    """Check mode's stand-in for the venv install: the pins ('name==version') the venv lacks.
+    pip install reports 'Successfully installed' exactly when there are some."""
+    want = {}
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        want[canonical(name.split("[")[0])] = version
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        return {"changed": True, "check_mode": True, "missing": sorted(want)}
+    listing = subprocess.run(
+        [python, "-c", "import importlib.metadata as m, json; print(json.dumps("
+         "[[d.metadata['Name'], d.version] for d in m.distributions()]))"],
+        stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    have = {canonical(name): version for name, version in json.loads(listing) if name}
+    missing = sorted(n for n, v in want.items() if have.get(n) != v)
+    return {"changed": bool(missing), "check_mode": True, "missing": missing}
+
+
+def venv_install(venv: str, wheelhouse: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    result = subprocess.run(
+        [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--no-index",
+         "--find-links", wheelhouse, "--require-hashes",
+         "--requirement", os.path.join(wheelhouse, "requirements.txt")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0:
+        raise ApplyError("pip install into %s failed:\n%s" % (venv, "\n".join(lines[-12:])))
+    installed = [line for line in lines if line.startswith("Successfully installed")]
+    return {"changed": bool(installed), "installed": installed}
+
+
+def build(sources: str) -> dict:
+    """Build a wheel of every sdist in the tar, offline; returns the tar of the wheels."""
+    work = os.path.dirname(os.path.abspath(sources))
+    source_dir, out_dir = os.path.join(work, "src"), os.path.join(work, "out")
+    os.mkdir(source_dir, 0o700)
+    os.mkdir(out_dir, 0o700)
+    names = unpack(sources, source_dir)
+    os.unlink(sources)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    # pip's settings come from here only: no pip.conf (it points at the feed), no prompt.
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for name in sorted(names):
+        if name.endswith(".whl"):
+            continue
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-cache-dir",
+               "--find-links", source_dir, "--wheel-dir", out_dir,
+               os.path.join(source_dir, name)]
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, universal_newlines=True, timeout=3600)
+        if result.returncode != 0:
+            lines = result.stdout.strip().splitlines()
+            if any("No module named pip" in line for line in lines):
+                raise ApplyError("%s has no pip (%s -m pip): install python3-pip on this host "
+                                 "so that it can build %s, or publish a wheel of it to the "
+                                 "feed" % (sys.executable, sys.executable, name))
+            raise ApplyError("pip wheel could not build %s (it may need a compiler or "
+                             "headers on this host, or a build dependency the feed lacks):\n%s"
+                             % (name, "\n".join(lines[-12:])))
+    wheels = sorted(n for n in os.listdir(out_dir) if n.endswith(".whl"))
+    archive = os.path.join(work, "built.tar")
+    with tarfile.open(archive, "w:") as out:
+        for name in wheels:
+            out.add(os.path.join(out_dir, name), arcname=name)
+    shutil.rmtree(source_dir, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {"archive": archive, "wheels": wheels}
+
+
 def main(argv: list) -> int:
-    if len(argv) < 2 or argv[0] not in ("probe", "apply"):
-        print("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE]",
-              file=sys.stderr)
+    usage = ("usage: wheelhouse_host.py probe PATH | apply PATH MANIFEST_SHA PRUNE [BUNDLE] | "
+             "plan PATH | build SOURCES_TAR | venv-install VENV WHEELHOUSE | "
+             "venv-plan VENV PINS_JSON")
+    if len(argv) < 2 or argv[0] not in ("probe", "apply", "plan", "build", "venv-install",
+                                        "venv-plan"):
+        print(usage, file=sys.stderr)
         return 2
     path = argv[1]
     if not os.path.isabs(path):
-        print("the wheelhouse path must be absolute, not %r" % path, file=sys.stderr)
+        print("the path must be absolute, not %r" % path, file=sys.stderr)
         return 2
     try:
         if argv[0] == "probe":
             result = probe(path)
+        elif argv[0] == "build":
+            result = build(path)
+        elif argv[0] == "plan":
+            result = plan(path)
+        elif argv[0] == "venv-install":
+            result = venv_install(path, argv[2])
+        elif argv[0] == "venv-plan":
+            result = venv_plan(path, json.loads(argv[2]))
         else:
             bundle = argv[4] if len(argv) > 4 and argv[4] else None
             result = apply(path, bundle, argv[2], argv[3] == "true")

@@ -44,7 +44,18 @@ def bundles(deltas: list, builds: list) -> list:
     return out
 
 
+def builders(host_platforms: dict, pending: list) -> dict:
+    """For each platform with sdist-only releases, the host that builds them: the first of the
+    play's hosts of that platform ({platform key: host})."""
+    out = {}
+    for host, key in host_platforms.items():
+        if key in pending and key not in out:
+            out[key] = host
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {"pip_wheelhouse_delta": delta,
-                "pip_wheelhouse_bundles": bundles}
+                "pip_wheelhouse_bundles": bundles,
+                "pip_wheelhouse_builders": builders}
