@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import must, sh
+from tests.integration.support import must, sh, unprovision
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,8 @@ def helper(lab):
     had_local = {host: sh(lab, host, "test -e ~/.local")[0] == 0 for host in HOSTS}
     try:
         for host in HOSTS:
+            # Start from a host without the product, whatever an earlier module left.
+            unprovision(lab, host)
             for link in LINKS:
                 # Never clobber a keyring the host already has.
                 must(lab, host, f"test ! -e {link} && test ! -L {link}")

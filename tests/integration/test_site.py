@@ -28,6 +28,10 @@ def exists(lab, host: str, path: str) -> bool:
 def fresh(lab):
     for host in HOSTS:
         unprovision(lab, host)
+    yield
+    # The lab's hosts are shared by the modules that follow: leave them as they came.
+    for host in HOSTS:
+        unprovision(lab, host)
 
 
 @pytest.fixture(scope="module")

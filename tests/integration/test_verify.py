@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.integration.support import must, recap, run_playbooks, sudo
+from tests.integration.support import must, recap, run_playbooks, sudo, unprovision
 
 pytestmark = pytest.mark.integration
 HOSTS = ("deb11-1", "deb12-1", "deb13-1")
@@ -25,6 +25,10 @@ def workdir(tmp_path_factory):
 def configured(lab, workdir):
     result = run_playbooks(lab, workdir, ["site.yml"], {})
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    yield
+    # The lab's hosts are shared by the modules that follow: leave them as they came.
+    for host in HOSTS:
+        unprovision(lab, host)
 
 
 def verify(lab, workdir, *args, **variables):
