@@ -131,15 +131,19 @@ class KilledRun:
 
 def run_and_kill(inventory: Path, playbooks: list[str], variables: dict, workdir: Path,
                  task: str, delay: float = 0.0, timeout: float = 600, env: dict | None = None,
-                 on_task=None, *args: str) -> KilledRun:
+                 on_task=None, kill: bool = True, args: tuple = ()) -> KilledRun:
     """ansible-playbook in a session of its own; when its output shows the header of the first
     task whose name contains `task`, wait `delay` seconds and kill the session (the
     ansible-playbook process and its forks, by the process group of its pid), as a cancelled
-    CI job or a dying controller would. `on_task` runs (in a thread) when the task starts."""
+    CI job or a dying controller would. `on_task` runs (in a thread) when the task starts;
+    with kill=False the run goes on to its end (a fault injected by on_task instead)."""
     extra = vars_file(workdir, variables)
     started = time.monotonic()
+    # Ansible writes its output without flushing: unbuffered, a task's header arrives when the
+    # task starts, not kilobytes later.
     proc = subprocess.Popen(playbook_cmd(inventory, playbooks, extra, *args), cwd=ROOT,
-                            env=env or ansible_env(), stdout=subprocess.PIPE,
+                            env=dict(env or ansible_env(), PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     killed_at = None
@@ -152,8 +156,9 @@ def run_and_kill(inventory: Path, playbooks: list[str], variables: dict, workdir
                 killed_at = line.strip().strip("*").strip()
                 if on_task is not None:
                     threading.Thread(target=on_task, daemon=True).start()
-                time.sleep(delay)
-                _kill(proc)
+                if kill:
+                    time.sleep(delay)
+                    _kill(proc)
         proc.wait()
     finally:
         timer.cancel()
@@ -172,13 +177,17 @@ def host_sh(lab, host: str, command: str, timeout: float = 300) -> tuple:
     return sh(lab, host, command, timeout=timeout)
 
 
-def in_host(lab, host: str, script: str) -> str:
+def container_pid(lab, host: str) -> str:
+    return subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", lab.host(host).container],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def in_host(lab, host: str, script: str, pid: str | None = None) -> str:
     """A shell script as root of this machine inside the host container's mount and process
     namespaces (nsenter by the container's pid): for mounts that the container's own root may
     not make (the lab's containers are unprivileged, and `docker exec --privileged` needs
     capabilities this machine may not grant)."""
-    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", lab.host(host).container],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    pid = pid or container_pid(lab, host)
     result = subprocess.run(["nsenter", "-t", pid, "-m", "-p", "sh", "-c", script],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"{host}: {script}: {result.stderr}"
