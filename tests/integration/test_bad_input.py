@@ -21,7 +21,8 @@ import pytest
 
 from tests.integration.reliability import (alias_inventory, clean, failure_messages, in_host,
                                            snapshot)
-from tests.integration.support import must, recap, run_playbooks, sudo
+from tests.integration.support import (BIN, ROOT, ansible_env, must, recap, run_playbooks,
+                                       sudo)
 
 pytestmark = pytest.mark.integration
 RELIABILITY = "Bad input"
@@ -193,30 +194,16 @@ def batch(lab, workdir, fresh):
                for index, (case, (_, variables, _)) in enumerate(cases.items())}
     inventory = alias_inventory(lab, workdir / "aliases.json", aliases)
     before = {host: snapshot(lab, host) for host in HOSTS}
-    result = subprocess.run(
-        [*_cmd(inventory)], cwd=_root(), env=_env(), capture_output=True, text=True, timeout=900)
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory),
+                             str(ROOT / "site.yml")], cwd=ROOT, env=ansible_env(PIPFEED_CASE_UNSET_TOKEN=None),
+                            capture_output=True, text=True, timeout=900)
     after = {host: snapshot(lab, host) for host in HOSTS}
     return {"cases": cases, "aliases": aliases, "result": result, "before": before,
             "after": after, "messages": failure_messages(result.stdout)}
 
 
-def _cmd(inventory):
-    from tests.integration.support import BIN, ROOT
-    return [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "site.yml")]
-
-
-def _root():
-    from tests.integration.support import ROOT
-    return ROOT
-
-
-def _env():
-    from tests.integration.support import ansible_env
-    return ansible_env(PIPFEED_CASE_UNSET_TOKEN=None)
-
-
-def _case_ids(lab_free: bool = True) -> list[str]:
-    # The ids only (the lab is not up at collection time).
+def _case_ids() -> list[str]:
+    """The case ids, at collection time (before any lab is up)."""
     class Stub:
         feed_url = "https://feed.lab.test/x/simple/"
         other_url = "https://other.lab.test:8443/simple/"
