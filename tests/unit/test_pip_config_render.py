@@ -340,3 +340,24 @@ def test_uv_all_settings(rendered, uv):
 def test_uv_insecure_http_feed_is_allowed_by_host(rendered):
     data = toml(rendered["insecure_http"] / "uv.toml")
     assert data["allow-insecure-host"] == ["devpi.example.test:3141"]
+
+
+@pytest.mark.parametrize("existing, keep, expected", [
+    ("", True, ""),
+    ("[global]\nindex-url = https://pipfeed@feed.example/simple/\ntimeout = 30\n", True, ""),
+    ("[global]\nextra-index-url = https://me:s3cret@feed.example/simple/\n", True,
+     "carries a password or token in a URL ([global] extra-index-url)"),
+    ("[install]\nproxy = http://user:pw@proxy.example:3128\n", False, "([install] proxy)"),
+    ("index-url = https://me:s3cret@feed.example/simple/\n", False, "(a line of it)"),
+    ("index-url = https://feed.example/simple/\n", True, "cannot be parsed"),
+    ("index-url = https://feed.example/simple/\n", False, ""),
+])
+def test_a_hand_written_pip_conf_that_the_role_must_not_take_over(existing, keep, expected):
+    """Preflight's verdict on an existing pip.conf: never a quote of the file's values."""
+    spec = importlib.util.spec_from_file_location(
+        "pip_config_filters", ROLE / "filter_plugins" / "pip_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    problem = module.existing_problem(existing, keep)
+    assert (expected in problem) if expected else problem == ""
+    assert "s3cret" not in problem and "pw@" not in problem

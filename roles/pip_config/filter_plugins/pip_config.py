@@ -8,6 +8,7 @@ the role owns" means what pip means by it.
 from __future__ import annotations
 
 import configparser
+import re
 from urllib.parse import quote
 
 try:
@@ -80,6 +81,48 @@ def kept_settings(existing: str, owned_keys: list, extra_settings: dict | None =
     return [entry for entry in global_first if entry[1] or entry[0].lower() != "global"]
 
 
+CREDENTIALS_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+
+
+def existing_problem(existing: str, keep_existing: bool = True) -> str:
+    """'' when the role may take over an existing pip.conf, else what is wrong with it and the
+    fix, as one sentence for preflight's message. Never quotes a value: a hand-written file may
+    carry a token.
+
+    A file pip cannot parse stops the run when its settings are to be kept. A file with a
+    password in a URL stops it always: the role would keep that file as its backup, and keep a
+    setting that is not an index key, in world-readable files.
+    """
+    if not existing or not existing.strip():
+        return ""
+    places = []
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(existing, source="pip.conf")
+    except configparser.Error as error:
+        if CREDENTIALS_IN_URL.search(existing):
+            places.append("a line of it")
+        elif keep_existing:
+            summary = str(error).splitlines()[0]
+            return (f"cannot be parsed, so pip cannot read it either ({summary}). Correct "
+                    "the file by hand, or set pip_config_keep_existing: false to replace it "
+                    "with the role's settings only (the file's other settings are then lost).")
+        else:
+            return ""
+    else:
+        for section in parser.sections():
+            for key, value in parser.items(section):
+                if CREDENTIALS_IN_URL.search(value):
+                    places.append(f"[{section}] {key}")
+    if not places:
+        return ""
+    return (f"carries a password or token in a URL ({', '.join(places)}), in a file every user "
+            "can read. The role does not take over such a file: it would keep it as its backup. "
+            "Remove the credentials from it by hand (and revoke that token: it was readable by "
+            "everyone), give the feed's token to the credential helper through the feed's "
+            "token_var, token_env or token_file in pipfeed_feeds, then run again.")
+
+
 def ini_lines(key: str, value) -> str:
     """``key = value`` with continuation lines for multi-line values, as configparser reads."""
     lines = [line.strip() for line in ini_value(value).split("\n") if line.strip()]
@@ -100,6 +143,7 @@ class FilterModule:
         return {
             "pip_config_with_username": with_username,
             "pip_config_kept_settings": kept_settings,
+            "pip_config_existing_problem": existing_problem,
             "pip_config_ini_lines": ini_lines,
             "pip_config_normalize_key": normalize_key,
             "pip_config_list_line": list_line,

@@ -1,0 +1,358 @@
+"""Bad input: every case runs site.yml and must fail before any host changes, with a message
+that names the variable (or the file) and the fix.
+
+"Before any host changes" is proved by a snapshot of everything the roles manage on the host
+(/etc/pip.conf and its backups, /etc/uv, /etc/pipfeed, the wheelhouse, the helper and its
+links, the pipfeed group), taken before and after the run and compared.
+
+Cases that differ only in variables share one run: each is a host alias of its own (an
+inventory host with its own variables on one of the lab's hosts), all fresh, as the lab made
+them. Cases that need a host in a certain state (pip missing, a read-only /etc, a hand-written
+pip.conf) or that act on the whole play (the requirement set, the feed down, a wheel's hash)
+have runs of their own, limited to one host.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+
+import pytest
+
+from tests.integration.reliability import (alias_inventory, clean, failure_messages, in_host,
+                                           snapshot)
+from tests.integration.support import (BIN, ROOT, ansible_env, must, recap, run_playbooks,
+                                       sudo)
+
+pytestmark = pytest.mark.integration
+RELIABILITY = "Bad input"
+HOSTS = ["deb11-1", "deb12-1", "deb13-1"]
+SITE = ["site.yml"]
+# A secret that must not come out of any failing run.
+SECRET = "labsecret" + secrets.token_hex(12)
+NOREAD = "labpat-writeonly-" + secrets.token_hex(12)
+
+
+def feed(lab, **changes) -> list[dict]:
+    entry = {"name": "python-feed", "url": lab.feed_url, "token_var": "lab_feed_token"}
+    entry.update(changes)
+    return [{k: v for k, v in entry.items() if v is not None}]
+
+
+def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
+    """{case id: (what it is, host vars, what the message must say)}."""
+    url = lab.feed_url
+    return {
+        "url-without-scheme": (
+            "a feed URL without https://", {"pipfeed_feeds": feed(lab, url=url.split("://")[1])},
+            ["pipfeed_feeds[0] (python-feed)", "must be an absolute https URL"]),
+        "url-http": (
+            "a plain http feed URL", {"pipfeed_feeds": feed(lab, url=url.replace("https", "http"))},
+            ["pipfeed_feeds[0] (python-feed)", "plain http", "Use https, or set insecure_http: true"]),
+        "url-with-credentials": (
+            "credentials inside the feed URL",
+            {"pipfeed_feeds": feed(lab, url=url.replace("https://", f"https://me:{SECRET}@"))},
+            ["pipfeed_feeds[0] (python-feed)", "carries credentials. Remove them", "token_var"]),
+        "url-unknown-host": (
+            "a feed host name that does not resolve (DNS failure)",
+            {"pipfeed_feeds": feed(lab, url=url.replace("feed.lab.test", "feed.nowhere.lab.test"))},
+            ["cannot ask feed python-feed", "Check the URL, DNS"]),
+        "azure-incomplete": (
+            "an Azure feed without its feed name",
+            {"pipfeed_feeds": feed(lab, url=None, azure={"organization": "contoso"})},
+            ["pipfeed_feeds[0] (python-feed) is not a valid feed", "azure: {organization"]),
+        "feed-names-twice": (
+            "two feeds with the same name",
+            {"pipfeed_feeds": feed(lab) + feed(lab, url=lab.other_url)},
+            ["pipfeed_feeds has two feeds named the same", "give each a name of its own"]),
+        "token-empty": (
+            "an empty token", {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": ""},
+            ["The token of feed python-feed, from the variable case_token (token_var), is empty",
+             "Set it to the personal access token alone"]),
+        "token-newline": (
+            "a token with a newline in it",
+            {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": "labpat\n" + SECRET},
+            ["the variable case_token (token_var), holds a line break",
+             "Set it to the personal access token alone"]),
+        "token-spaces": (
+            "a token with surrounding spaces",
+            {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": f"  {SECRET} "},
+            ["the variable case_token (token_var), holds whitespace",
+             "Set it to the personal access token alone"]),
+        "token-wrong-401": (
+            "a wrong token (the feed answers 401)",
+            {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": SECRET},
+            ["answered 401 (token not accepted) to the token from the variable case_token (token_var)",
+             "Give it a valid personal access token"]),
+        "token-without-read-403": (
+            "a token without the read scope (the feed answers 403)",
+            {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": NOREAD},
+            ["answered 403 (token accepted but not allowed to read the feed)",
+             "the variable case_token (token_var)", "scope Packaging (Read)"]),
+        "token-no-source": (
+            "a feed that names no token source",
+            {"pipfeed_feeds": feed(lab, token_var=None)},
+            ["pipfeed_feeds[0] (python-feed)", "exactly one token source, token_var"]),
+        "token-file-missing": (
+            "a token_file that is not on the controller",
+            {"pipfeed_feeds": feed(lab, token_var=None, token_file="/nonexistent/feed.token")},
+            ["takes its token from token_file /nonexistent/feed.token, which is not a file on the "
+             "controller", "Write the token there"]),
+        "token-env-unset": (
+            "a token_env that is not exported",
+            {"pipfeed_feeds": feed(lab, token_var=None, token_env="PIPFEED_CASE_UNSET_TOKEN")},
+            ["the controller environment variable PIPFEED_CASE_UNSET_TOKEN (token_env), is empty",
+             "must be exported where ansible-playbook runs"]),
+        "token-in-settings": (
+            "the token written into a pip.conf setting",
+            {"pip_config_extra_settings": {"global": {"user-agent": "{{ lab_feed_token }}"}}},
+            ["The value of a feed's token_var appears in the pip_config settings",
+             "belongs to the credential helper"]),
+        "mode-unknown": (
+            "an unknown pip_config_mode", {"pip_config_mode": "mirror"},
+            ["pip_config_mode", "extra, primary, offline"]),
+        "wheelhouse-path-relative": (
+            "a relative wheelhouse path", {"pipfeed_wheelhouse_path": "var/lib/pipfeed/wheelhouse"},
+            ["pip_config_wheelhouse_path (from pipfeed_wheelhouse_path) is 'var/lib/pipfeed/wheelhouse'",
+             "Set pipfeed_wheelhouse_path to an absolute path"]),
+        "venv-path-relative": (
+            "a relative virtual environment path",
+            {"pip_wheelhouse_venvs": [{"path": "opt/app/venv"}]},
+            ["pip_wheelhouse_venvs a mapping with an absolute path"]),
+        "index-feed-unknown": (
+            "a wheelhouse index feed that no feed is named",
+            {"pip_wheelhouse_index_feed": "nosuchfeed"},
+            ["pip_wheelhouse_index_feed is 'nosuchfeed', which no feed of pipfeed_feeds",
+             "Name one of"]),
+        "proxy-with-credentials": (
+            "a proxy URL with credentials", {"pip_config_proxy": f"http://me:{SECRET}@proxy.lab.test:3128"},
+            ["pip_config_proxy must be a proxy URL without credentials"]),
+        "cert-missing": (
+            "a CA bundle that is not on the host", {"pip_config_cert": "/etc/ssl/no-such-bundle.pem"},
+            ["pip_config_cert is /etc/ssl/no-such-bundle.pem, which is not a file",
+             "Put the CA bundle there first"]),
+        "user-missing": (
+            "a helper user that does not exist", {"pip_credential_helper_users": ["nosuchuser"]},
+            ["pip_credential_helper_users names nosuchuser, which does not exist",
+             "create them first, or remove them from the list"]),
+        "python-unsupported": (
+            "an unsupported Python (pip_config_python: python2, which the host lacks)",
+            {"pip_config_python": "python2"},
+            ["'python2 -m pip' does not run", "point pip_config_python at a Python that has pip"]),
+    }
+
+
+def check_case(request, result, messages: dict, host: str, expected: list[str],
+               before: dict, after: dict, secrets_: tuple = (SECRET, NOREAD)) -> None:
+    """The case failed on its host before changing anything, said what it must, leaked nothing."""
+    request.node.user_properties.append(("detail", ""))
+    stats = recap(result.stdout).get(host)
+    assert stats is not None, result.stdout[-3000:] + result.stderr[-2000:]
+    assert stats["failed"] + stats["unreachable"] >= 1, f"{host} did not fail: {stats}"
+    assert stats["changed"] == 0, f"{host} changed something: {stats}"
+    said = messages.get(host, "")
+    for text in expected:
+        assert text in said, f"{host}: {text!r} not in the message: {said[:1500]}"
+    for secret in secrets_:
+        assert secret not in result.stdout + result.stderr
+    assert after == before
+    # The message that the summary shows: the sentence that names the fix.
+    request.node.user_properties[-1] = ("detail", _excerpt(said, expected[-1]))
+
+
+def _excerpt(said: str, anchor: str) -> str:
+    start = max(said.find(anchor) - 60, 0)
+    return "..." + said[start:start + 170] + "..."
+
+
+# ----- the shared run ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bad_input")
+
+
+@pytest.fixture(scope="module")
+def fresh(lab):
+    """The hosts as the lab made them, before and after this module; the lab's tokens back."""
+    tokens = lab.tokens_file.read_text()
+    data = json.loads(tokens)
+    data["tokens"].append({"token": NOREAD, "scopes": ["write"]})
+    lab.tokens_file.write_text(json.dumps(data, indent=2))
+    for host in HOSTS:
+        clean(lab, host)
+    yield
+    lab.tokens_file.write_text(tokens)
+    for host in HOSTS:
+        clean(lab, host)
+
+
+@pytest.fixture(scope="module")
+def batch(lab, workdir, fresh):
+    cases = variable_cases(lab)
+    aliases = {case: (HOSTS[index % len(HOSTS)], variables)
+               for index, (case, (_, variables, _)) in enumerate(cases.items())}
+    inventory = alias_inventory(lab, workdir / "aliases.json", aliases)
+    before = {host: snapshot(lab, host) for host in HOSTS}
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory),
+                             str(ROOT / "site.yml")], cwd=ROOT, env=ansible_env(PIPFEED_CASE_UNSET_TOKEN=None),
+                            capture_output=True, text=True, timeout=900)
+    after = {host: snapshot(lab, host) for host in HOSTS}
+    return {"cases": cases, "aliases": aliases, "result": result, "before": before,
+            "after": after, "messages": failure_messages(result.stdout)}
+
+
+def _case_ids() -> list[str]:
+    """The case ids, at collection time (before any lab is up)."""
+    class Stub:
+        feed_url = "https://feed.lab.test/x/simple/"
+        other_url = "https://other.lab.test:8443/simple/"
+    return list(variable_cases(Stub()))
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_bad_setting_fails_before_any_host_changes(request, lab, batch, case):
+    what, _, expected = batch["cases"][case]
+    request.node.user_properties.append(("case", f"{what} (`{case}`)"))
+    real = batch["aliases"][case][0]
+    check_case(request, batch["result"], batch["messages"], case, expected,
+               batch["before"][real], batch["after"][real])
+
+
+# ----- host states --------------------------------------------------------------------------
+
+HAND_WRITTEN = ("[global]\n"
+                "extra-index-url = https://me:{secret}@feed.lab.test/contoso/_packaging/"
+                "python-feed/pypi/simple/\ntimeout = 30\n")
+UNPARSEABLE = "index-url = https://feed.lab.test/contoso/_packaging/python-feed/pypi/simple/\n"
+PIP_DIR = "/usr/lib/python3/dist-packages/pip"
+
+
+def read_only_etc(lab, host: str, on: bool) -> None:
+    """/etc read-only for every process of the host: a read-only bind mount of /etc over
+    itself, made in the host's mount namespace from this machine (see in_host)."""
+    in_host(lab, host, "mount --rbind /etc /etc && mount -o remount,bind,ro /etc" if on
+            else "umount -R /etc")
+
+
+@pytest.fixture(scope="module")
+def host_states(lab, workdir, fresh):
+    """One run on three prepared hosts: pip missing (deb11-1), /etc read-only (deb12-1), a
+    hand-written pip.conf with a token in its URL (deb13-1)."""
+    must(lab, "deb11-1", sudo(f"mv {PIP_DIR} {PIP_DIR}.hidden-by-test"))
+    must(lab, "deb13-1", sudo("cat > /etc/pip.conf && chmod 0644 /etc/pip.conf"),
+         HAND_WRITTEN.format(secret=SECRET).encode())
+    try:
+        before = {host: snapshot(lab, host) for host in HOSTS}
+        read_only_etc(lab, "deb12-1", True)
+        try:
+            assert must(lab, "deb12-1", sudo("touch /etc/pipfeed-probe 2>&1 || echo read-only")
+                        ).strip().endswith("read-only")
+            result = run_playbooks(lab, workdir, SITE, {})
+        finally:
+            read_only_etc(lab, "deb12-1", False)
+        after = {host: snapshot(lab, host) for host in HOSTS}
+    finally:
+        must(lab, "deb11-1", sudo(f"mv {PIP_DIR}.hidden-by-test {PIP_DIR}"))
+        must(lab, "deb13-1", sudo("rm -f /etc/pip.conf"))
+    return {"result": result, "before": before, "after": after,
+            "messages": failure_messages(result.stdout)}
+
+
+HOST_CASES = {
+    "pip-missing": ("pip missing on the host (deb11-1)", "deb11-1",
+                    ["'python3 -m pip' does not run on deb11-1", "apt-get install python3-pip",
+                     "point pip_config_python at a Python that has pip"]),
+    "etc-read-only": ("a read-only /etc (deb12-1)", "deb12-1",
+                      ["/etc on deb12-1 is not writable, even for root", "Make it writable"]),
+    "pip-conf-with-token": (
+        "a hand-written pip.conf with a token in its URL (deb13-1)", "deb13-1",
+        ["/etc/pip.conf on deb13-1 (written by hand, or by another tool) carries a password or "
+         "token in a URL ([global] extra-index-url)",
+         "token_var, token_env or token_file in pipfeed_feeds"]),
+}
+
+
+@pytest.mark.parametrize("case", list(HOST_CASES))
+def test_bad_host_state_fails_before_any_host_changes(request, lab, host_states, case):
+    what, host, expected = HOST_CASES[case]
+    request.node.user_properties.append(("case", f"{what} (`{case}`)"))
+    check_case(request, host_states["result"], host_states["messages"], host, expected,
+               host_states["before"][host], host_states["after"][host])
+
+
+def one_run(lab, workdir, host: str, variables: dict, prepare=None, undo=None):
+    before = snapshot(lab, host)
+    if prepare:
+        prepare()
+    try:
+        result = run_playbooks(lab, workdir, SITE, variables, "--limit", host)
+    finally:
+        if undo:
+            undo()
+    return result, before, snapshot(lab, host)
+
+
+def test_unparseable_hand_written_pip_conf_fails_before_any_host_changes(
+        request, lab, workdir, fresh):
+    request.node.user_properties.append(
+        ("case", "a hand-written pip.conf that pip cannot parse (`pip-conf-unparseable`)"))
+    host = "deb13-1"
+    must(lab, host, sudo("cat > /etc/pip.conf && chmod 0644 /etc/pip.conf"), UNPARSEABLE.encode())
+    try:
+        result, before, after = one_run(lab, workdir, host, {})
+    finally:
+        must(lab, host, sudo("rm -f /etc/pip.conf"))
+    check_case(request, result, failure_messages(result.stdout), host,
+               ["/etc/pip.conf on deb13-1", "cannot be parsed, so pip cannot read it either",
+                "or set pip_config_keep_existing: false"], before, after)
+
+
+def test_unpinned_requirements_fail_before_any_host_changes(request, lab, workdir, fresh):
+    request.node.user_properties.append(
+        ("case", "requirements that are not fully pinned (`requirements-unpinned`)"))
+    requirements = workdir / "unpinned.txt"
+    requirements.write_text("requests>=2.0\n")
+    result, before, after = one_run(lab, workdir, "deb12-1",
+                                    {"pip_wheelhouse_requirements": str(requirements)})
+    check_case(request, result, failure_messages(result.stdout), "deb12-1",
+               ["pip_wheelhouse_requirements line 1: 'requests>=2.0' is not pinned",
+                "Pin it with '=='"], before, after)
+
+
+def test_feed_down_fails_before_any_host_changes(request, lab, workdir, fresh):
+    request.node.user_properties.append(("case", "the feed down (`feed-down`)"))
+    result, before, after = one_run(lab, workdir, "deb11-1",
+                                    {"pip_credential_helper_check_timeout": 5},
+                                    prepare=lab.stop_feed, undo=lab.start_feed)
+    assert result.elapsed < 300
+    check_case(request, result, failure_messages(result.stdout), "deb11-1",
+               ["deb11-1 cannot ask feed python-feed", "Check the URL, DNS, the proxy and the "
+                "firewall", "pip_credential_helper_check_token: false"], before, after)
+
+
+def test_wheel_whose_hash_does_not_match_fails_and_the_host_keeps_its_state(
+        request, lab, workdir, fresh):
+    """The hash is known only once the wheel is downloaded, in the wheelhouse play: the host is
+    first brought to a working state (one pinned wheel), then the run with the wrong hash must
+    leave that state exactly as it was."""
+    request.node.user_properties.append(
+        ("case", "a wheel whose hash does not match the lock (`wheel-hash-mismatch`)"))
+    host = "deb13-1"
+    good = workdir / "idna.txt"
+    good.write_text("idna==3.20\n")
+    cache = {"pip_wheelhouse_cache_dir": str(workdir / "cache")}
+    converge = run_playbooks(lab, workdir, SITE, {"pip_wheelhouse_requirements": str(good), **cache},
+                             "--limit", host)
+    assert converge.returncode == 0, converge.stdout[-4000:]
+    bad = workdir / "idna-bad-hash.txt"
+    bad.write_text("idna==3.20 --hash=sha256:" + "0" * 64 + "\n")
+    try:
+        result, before, after = one_run(lab, workdir, host,
+                                        {"pip_wheelhouse_requirements": str(bad), **cache})
+        check_case(request, result, failure_messages(result.stdout), host,
+                   ["which is none of the hashes the requirement set lists for idna==3.20",
+                    "The index serves another file than the one that was locked"], before, after)
+        assert before.get("/var/lib/pipfeed/wheelhouse", "").startswith("link ")
+    finally:
+        clean(lab, host)
