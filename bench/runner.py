@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,24 +66,8 @@ def ensure_bench_wheels(requirements: Path = REQUIREMENTS, python: str = PYTHON)
     target = packages.cache_root() / f"bench-{key}"
     if (target / ".complete").exists():
         return target
-    partial = target.with_name(target.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
     log(f"bench: downloading the benchmark's package set for Python {python} into {target}")
-    abi = "cp" + python.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
-           "--python-version", python, "--implementation", "cp",
-           "--abi", abi, "--abi", "abi3", "--abi", "none", "--requirement", str(requirements)]
-    for plat in packages.PLATFORMS:
-        cmd += ["--platform", plat]
-    subprocess.run(cmd, check=True, env=packages.controller_env())
-    (partial / ".complete").write_text(key + "\n")
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
+    packages.download_once(target.name, key, [(python, requirements.read_text())], log=sys.stderr)
     return target
 
 

@@ -98,19 +98,22 @@ def set_key(pythons=PYTHONS) -> str:
     return hashlib.sha256(material).hexdigest()[:12]
 
 
-def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
-    """Download the package set for every lab Python once; later calls return the cache."""
-    target = cache_root() / f"wheels-{set_key(pythons)}"
+def download_once(name: str, key: str, sets: list[tuple[str, str]], log=sys.stderr) -> Path:
+    """Wheels downloaded once into the cache directory ``name`` and kept there: for each
+    (target Python, requirements text) of ``sets``, every pin for that Python and the lab's
+    platforms, binary only, without dependencies (the pins are the whole closure). A download
+    that dies leaves only a ``.partial`` directory, which the next call finishes."""
+    target = cache_root() / name
     if (target / ".complete").exists():
         return target
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
-    for python in pythons:
+    for python, requirements in sets:
         abi = "cp" + python.replace(".", "")
-        print(f"lab: downloading the package set for Python {python}", file=log)
+        print(f"lab: downloading {name} for Python {python}", file=log)
         pins = partial / f"requirements-{python}.txt"
-        pins.write_text("\n".join(requirements_for(python)) + "\n")
+        pins.write_text(requirements)
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
                "--python-version", python, "--implementation", "cp",
@@ -119,11 +122,19 @@ def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
             cmd += ["--platform", platform]
         subprocess.run(cmd, check=True, env=controller_env())
         pins.unlink()
-    (partial / ".complete").write_text(set_key(pythons))
+    (partial / ".complete").write_text(key + "\n")
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
     return target
+
+
+def ensure_wheels(pythons=PYTHONS, log=sys.stderr) -> Path:
+    """Download the package set for every lab Python once; later calls return the cache."""
+    key = set_key(pythons)
+    return download_once(f"wheels-{key}", key,
+                         [(python, "\n".join(requirements_for(python)) + "\n")
+                          for python in pythons], log=log)
 
 
 # ansible-core and the dependencies the package set lacks, for a Debian 12 VM (Python 3.11)
@@ -136,25 +147,8 @@ BOOTSTRAP_PINS = ("ansible-core==2.19.14", "jinja2==3.1.6", "markupsafe==3.0.4",
 def ensure_bootstrap_wheels(log=sys.stderr) -> Path:
     """Download the first-boot wheels once; later calls return the cache."""
     key = hashlib.sha256(repr((BOOTSTRAP_PINS, PLATFORMS)).encode()).hexdigest()[:12]
-    target = cache_root() / f"bootstrap-{key}"
-    if (target / ".complete").exists():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    index = os.environ.get("PIPFEED_LAB_UPSTREAM", "https://pypi.org/simple/")
-    print("lab: downloading ansible-core for first-boot VMs (Python 3.11)", file=log)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
-           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-           "--abi", "abi3", "--abi", "none", *BOOTSTRAP_PINS]
-    for platform in PLATFORMS:
-        cmd += ["--platform", platform]
-    subprocess.run(cmd, check=True, env=controller_env())
-    (partial / ".complete").write_text(key)
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
-    return target
+    return download_once(f"bootstrap-{key}", key, [("3.11", "\n".join(BOOTSTRAP_PINS) + "\n")],
+                         log=log)
 
 
 def build_wheel(directory: Path, name: str, version: str, requires: list[str] = ()) -> Path:
