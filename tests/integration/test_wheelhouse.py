@@ -172,6 +172,12 @@ def test_first_run_seeds_every_host_with_its_platforms_wheels(lab, seeded):
         assert {m for m in modes[1:] if m} == {"644 root"}
         text = machine.file(f"{WHEELHOUSE}/requirements.txt").content_string
         assert text.count("--hash=sha256:") == len(wheels)
+        # The archive was unpacked and removed (pip_wheelhouse_send leaves no .part), and the
+        # role's actions removed their temporary directories on the host.
+        store = sudo(lab, host, f"ls -A {STORE}").stdout.split()
+        assert len(store) == 2 and any(n.endswith(".sums") for n in store), store
+        left = sudo(lab, host, "ls -A ~labadmin/.ansible/tmp 2>/dev/null || true").stdout.split()
+        assert left == [], left
 
 
 def test_check_mode_names_the_changes_of_the_run_after_it_and_changes_nothing(lab, checked,
