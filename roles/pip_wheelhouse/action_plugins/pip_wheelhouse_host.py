@@ -7,7 +7,9 @@
 The script goes to `<python> - <args>` on stdin, in the one command the connection runs: no
 module is sent and no second Python starts (ansible.builtin.command with stdin would start the
 module's Python, which then starts the script's). The probe runs on every host in every run,
-so this is most of what a re-run with nothing to do costs on the host.
+so this is most of what a re-run with nothing to do costs on the host. Where Ansible would not
+pipeline (pipelining off in ansible.cfg, or a connection that cannot), the script is sent as a
+file into the remote temporary directory first and run from there.
 
 The result has rc, stdout and stderr, as from ansible.builtin.command, and fails when rc is not
 0 (failed_when may say otherwise). Like every action that changes a host, it does nothing in
@@ -42,8 +44,22 @@ class ActionModule(ActionBase):
         path = self._find_needle("files", SCRIPT)
         with open(path, "rb") as handle:
             script = handle.read()
-        command = shlex.join([str(python), "-"] + [str(arg) for arg in args])
-        done = self._low_level_execute_command(command, sudoable=True, in_data=script)
+        args = [str(arg) for arg in args]
+        if self._is_pipelining_enabled("new"):
+            command = shlex.join([str(python), "-"] + args)
+            done = self._low_level_execute_command(command, sudoable=True, in_data=script)
+        else:
+            # Where Ansible would not pipeline a module either (pipelining off, or a connection
+            # or become method that cannot pass stdin), the script goes as a file first.
+            remote_tmp = self._make_tmp_path()
+            try:
+                remote = self._connection._shell.join_path(remote_tmp, SCRIPT)
+                self._transfer_data(remote, script)
+                self._fixup_perms2((remote_tmp, remote), execute=False)
+                command = shlex.join([str(python), remote] + args)
+                done = self._low_level_execute_command(command, sudoable=True)
+            finally:
+                self._remove_tmp_path(remote_tmp)
         stdout = to_text(done.get("stdout", ""), errors="surrogate_or_strict")
         stderr = to_text(done.get("stderr", ""), errors="surrogate_or_strict")
         result.update(rc=done["rc"], stdout=stdout, stderr=stderr, cmd=command,

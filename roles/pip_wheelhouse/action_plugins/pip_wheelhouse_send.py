@@ -62,7 +62,11 @@ class ActionModule(ActionBase):
                    f"chown \"$(id -u):$(id -g)\" {part} && mv -f {part} {shlex.quote(dest)}")
         done = self._low_level_execute_command(command, sudoable=True)
         if done["rc"] != 0:
-            raise AnsibleActionFail(
-                f"could not move the archive into {dest}: "
-                f"{(done.get('stderr') or done.get('stdout') or '').strip()}")
+            # With become over SSH the command runs on a terminal (-tt), which merges its
+            # stderr into stdout; stderr then holds only the connection's own messages.
+            said = [line.strip() for line in
+                    (done.get("stdout", "") + "\n" + done.get("stderr", "")).splitlines()
+                    if line.strip() and not line.startswith("Shared connection to ")]
+            raise AnsibleActionFail(f"could not move the archive into {dest} (exit code "
+                                    f"{done['rc']}): {' '.join(said) or 'no message'}")
         return result
