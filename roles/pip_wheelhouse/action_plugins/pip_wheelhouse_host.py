@@ -3,6 +3,7 @@
     pip_wheelhouse_host:
       python: /usr/bin/python3        # the host's Python
       args: [probe, /var/lib/pipfeed/wheelhouse]
+      fail_msg: what to tell the user when the script fails (its stderr follows)
 
 The script goes to `<python> - <args>` on stdin, in the one command the connection runs: no
 module is sent and no second Python starts (ansible.builtin.command with stdin would start the
@@ -12,7 +13,8 @@ pipeline (pipelining off in ansible.cfg, or a connection that cannot), the scrip
 file into the remote temporary directory first and run from there.
 
 The result has rc, stdout and stderr, as from ansible.builtin.command, and fails when rc is not
-0 (failed_when may say otherwise). Like every action that changes a host, it does nothing in
+0 (failed_when may say otherwise), with fail_msg and the script's stderr as its message: one
+task where a command and an assert would be two, on every host in every run. Like every action that changes a host, it does nothing in
 check mode unless the task sets check_mode: false; the role does so only for the script's
 read-only commands (probe, plan, venv-plan) and for apply outside check mode.
 """
@@ -28,7 +30,7 @@ SCRIPT = "wheelhouse_host.py"
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("python", "args"))
+    _VALID_ARGS = frozenset(("python", "args", "fail_msg"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -66,6 +68,9 @@ class ActionModule(ActionBase):
                       stdout_lines=stdout.splitlines(), stderr_lines=stderr.splitlines(),
                       changed=True)
         if done["rc"] != 0:
-            result.update(failed=True, msg=f"{SCRIPT} {' '.join(map(str, args[:1]))} "
-                                           f"exited {done['rc']}")
+            said = " ".join(line.strip() for line in stderr.splitlines()
+                            if line.strip() and not line.startswith("Shared connection to "))
+            first = self._task.args.get("fail_msg") or f"{SCRIPT} {' '.join(args[:1])} failed"
+            result.update(failed=True, msg=f"{str(first).strip()} (exit code {done['rc']}: "
+                                           f"{said or 'no message'})")
         return result
