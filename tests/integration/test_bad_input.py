@@ -135,6 +135,11 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
             "a helper user that does not exist", {"pip_credential_helper_users": ["nosuchuser"]},
             ["pip_credential_helper_users names nosuchuser, which does not exist",
              "create them first, or remove them from the list"]),
+        "wheelhouse-python-missing": (
+            "a pip_wheelhouse_python that the host lacks",
+            {"pip_wheelhouse_python": "/usr/bin/python2"},
+            ["/usr/bin/python2 could not read the wheelhouse on",
+             "point pip_wheelhouse_python at it"]),
         "python-unsupported": (
             "an unsupported Python (pip_config_python: python2, which the host lacks)",
             {"pip_config_python": "python2"},

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (changed_tasks, recap, run_playbooks, task_hosts,
-                                       task_results)
+from tests.integration.support import (ansible_env, changed_tasks, recap, run_playbooks,
+                                       task_hosts, task_results)
 from tests.lab import packages
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def requirements(workdir, sdist_on_feed) -> Path:
     return path
 
 
-def play(lab, workdir: Path, requirements: Path, check: bool = False,
+def play(lab, workdir: Path, requirements: Path, check: bool = False, env: dict | None = None,
          **settings) -> subprocess.CompletedProcess:
     """pip_config (find-links on) then the wheelhouse, as site.yml runs them."""
     variables = {
@@ -102,7 +102,7 @@ def play(lab, workdir: Path, requirements: Path, check: bool = False,
         **settings,
     }
     return run_playbooks(lab, workdir, ["playbooks/hosts.yml", "playbooks/wheelhouse.yml"],
-                         variables, *(["--check"] if check else []), timeout=600)
+                         variables, *(["--check"] if check else []), env=env, timeout=600)
 
 
 def sudo(lab, host: str, command: str, check: bool = True):
@@ -172,6 +172,12 @@ def test_first_run_seeds_every_host_with_its_platforms_wheels(lab, seeded):
         assert {m for m in modes[1:] if m} == {"644 root"}
         text = machine.file(f"{WHEELHOUSE}/requirements.txt").content_string
         assert text.count("--hash=sha256:") == len(wheels)
+        # The archive was unpacked and removed (pip_wheelhouse_send leaves no .part), and the
+        # role's actions removed their temporary directories on the host.
+        store = sudo(lab, host, f"ls -A {STORE}").stdout.split()
+        assert len(store) == 2 and any(n.endswith(".sums") for n in store), store
+        left = sudo(lab, host, "ls -A ~labadmin/.ansible/tmp 2>/dev/null || true").stdout.split()
+        assert left == [], left
 
 
 def test_check_mode_names_the_changes_of_the_run_after_it_and_changes_nothing(lab, checked,
@@ -260,10 +266,14 @@ def test_corrupted_wheel_on_a_host_is_detected_and_replaced(lab, workdir, requir
     before = sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0]
     sudo(lab, host, f"printf garbage | dd of={wheel} bs=1 seek=1000 conv=notrunc status=none")
     assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] != before
-    result = play(lab, workdir, requirements)
+    # With pipelining off, as in an ansible.cfg that does not turn it on: the role's host
+    # script then goes to the host as a file (the project's ansible.cfg pipelines).
+    result = play(lab, workdir, requirements, env=ansible_env(ANSIBLE_PIPELINING="False"))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
     assert task_hosts(result.stdout, "Send the missing wheels", "changed") == {host}
     assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] == before
+    left = sudo(lab, host, "ls -A ~labadmin/.ansible/tmp 2>/dev/null || true").stdout.split()
+    assert left == [], left
 
 
 def test_cache_file_that_does_not_match_its_manifest_fails_before_any_host_changes(

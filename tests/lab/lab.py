@@ -246,6 +246,15 @@ class Lab:
             raise LabError(f"pypi_block must be drop or refuse, not {pypi_block!r}")
         started = time.monotonic()
         ensure_docker(log)
+        # Docker's names are the machine's: a lab of this name made from another checkout
+        # (another .lab directory) would collide, and tearing down a failed start would take
+        # it down too. Refuse before making anything.
+        owners = run(["docker", "network", "ls", "--filter", f"label={LABEL}={name}",
+                      "--format", '{{.Label "' + ROOT_LABEL + '"}}'], check=False).stdout.split()
+        if owners:
+            raise LabError(f"a lab named {name!r} is already up from {', '.join(sorted(set(owners)))}; "
+                           f"take it down there (python -m tests.lab down --name {name}) or "
+                           "choose another name")
         tags = images.ensure(sorted(set(distros) | {"deb12"}), log)
         wheels = packages.ensure_wheels(log=log)
         packages.ensure_bootstrap_wheels(log=log)

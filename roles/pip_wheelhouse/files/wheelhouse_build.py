@@ -652,7 +652,7 @@ def main(argv: list[str]) -> int:
     try:
         result = COMMANDS[argv[0]](json.loads(argv[1]))
     except (BuildError, OSError, ValueError) as error:
-        if argv[0] == "preflight":
+        if argv[0] in ("preflight", "bundle"):
             print(json.dumps({"error": f"wheelhouse: {error}"}))
             return 0
         print(f"wheelhouse: {error}", file=sys.stderr)
