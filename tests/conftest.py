@@ -6,18 +6,12 @@ end, whatever happened. Set PIPFEED_LAB=<name> to run them against a lab that is
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.lab.lab import Lab, running
+from tests.lab.lab import reused_or_running
 
 
 @pytest.fixture(scope="session")
 def lab():
-    name = os.environ.get("PIPFEED_LAB")
-    if name:
-        yield Lab.load(name)
-        return
-    with running() as fresh:
-        yield fresh
+    with reused_or_running("PIPFEED_LAB") as lab_:
+        yield lab_

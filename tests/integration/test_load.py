@@ -11,7 +11,6 @@ made with `python -m tests.lab up --name <name> --count 4`.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -19,7 +18,7 @@ import pytest
 
 from tests.integration.support import ansible_env, must, recap, run_playbooks, sh
 from tests.lab import packages
-from tests.lab.lab import Lab, running
+from tests.lab.lab import reused_or_running
 
 pytestmark = pytest.mark.integration
 RELIABILITY = "Load"
@@ -30,11 +29,7 @@ VENV = "/tmp/pipfeed-load/venv"
 
 @pytest.fixture(scope="module")
 def fleet():
-    name = os.environ.get("PIPFEED_LOAD_LAB")
-    if name:
-        yield Lab.load(name)
-        return
-    with running(count=PER_DISTRO) as lab:
+    with reused_or_running("PIPFEED_LOAD_LAB", count=PER_DISTRO) as lab:
         yield lab
 
 

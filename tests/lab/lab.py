@@ -252,8 +252,8 @@ class Lab:
         owners = run(["docker", "network", "ls", "--filter", f"label={LABEL}={name}",
                       "--format", '{{.Label "' + ROOT_LABEL + '"}}'], check=False).stdout.split()
         if owners:
-            raise LabError(f"a lab named {name!r} is already up from {', '.join(sorted(set(owners)))}; "
-                           f"take it down there (python -m tests.lab down --name {name}) or "
+            raise LabError(f"a lab named {name!r} is already up from "
+                           f"{', '.join(sorted(set(owners)))}; take it down there (python -m tests.lab down --name {name}) or "
                            "choose another name")
         tags = images.ensure(sorted(set(distros) | {"deb12"}), log)
         wheels = packages.ensure_wheels(log=log)
@@ -684,6 +684,18 @@ class Lab:
         if self.dir.exists():
             shutil.rmtree(self.dir)
         print(f"lab: {self.name!r} is down", file=log)
+
+
+@contextlib.contextmanager
+def reused_or_running(env_var: str, **kwargs) -> Iterator[Lab]:
+    """The lab that the environment variable names (already up, and left up), or a fresh one
+    for the length of the with-block (kwargs as for Lab.up)."""
+    name = os.environ.get(env_var)
+    if name:
+        yield Lab.load(name)
+        return
+    with running(**kwargs) as lab:
+        yield lab
 
 
 @contextlib.contextmanager
