@@ -341,14 +341,17 @@ def run_ways(bench: Bench, runs: int, slow_runs: int, quick: bool) -> dict[str, 
             f"{measured[1].describe()}, PyPI packets {measured[2]}")
         return measured
 
+    def estimate(key: str, guess: Extrapolation) -> None:
+        results[key].seconds.append(guess.seconds)
+        results[key].estimated = True
+        results[key].note = guess.explain()
+
     refused = sample("1r", "sample, PyPI refused")
     if quick:
         base = sample("2", "sample, the feed alone")
-        guess = Extrapolation(len(sample_pins), refused[0], base[0], projects,
-                              results["2"].median, "way 2, the feed alone", "PyPI refused")
-        results["1r"].seconds.append(guess.seconds)
-        results["1r"].estimated = True
-        results["1r"].note = guess.explain()
+        estimate("1r", Extrapolation(len(sample_pins), refused[0], base[0], projects,
+                                     results["2"].median, "way 2, the feed alone",
+                                     "PyPI refused"))
     else:
         for number in range(1, slow_runs + 1):
             log(f"bench: way 1, PyPI refused, run {number} of {slow_runs} (pip tries PyPI "
@@ -364,11 +367,8 @@ def run_ways(bench: Bench, runs: int, slow_runs: int, quick: bool) -> dict[str, 
     bench.lab.set_pypi_block("drop")
     log(f"bench: way 1, PyPI dropped: timing {len(sample_pins)} projects; minutes each")
     dropped = sample("1r", "sample, PyPI dropped")
-    guess = Extrapolation(len(sample_pins), dropped[0], refused[0], projects,
-                          results["1r"].median, "way 1, PyPI refused", "PyPI dropped")
-    results["1d"].seconds.append(guess.seconds)
-    results["1d"].estimated = True
-    results["1d"].note = guess.explain()
+    estimate("1d", Extrapolation(len(sample_pins), dropped[0], refused[0], projects,
+                                 results["1r"].median, "way 1, PyPI refused", "PyPI dropped"))
     return results
 
 
