@@ -14,8 +14,9 @@ file into the remote temporary directory first and run from there.
 
 The result has rc, stdout and stderr, as from ansible.builtin.command, and fails when rc is not
 0 (failed_when may say otherwise), with fail_msg and the script's stderr as its message: one
-task where a command and an assert would be two, on every host in every run. Like every action that changes a host, it does nothing in
-check mode unless the task sets check_mode: false; the role does so only for the script's
+task where a command and an assert would be two, on every host in every run. Like every
+action that changes a host, it does nothing in check mode unless the task sets
+check_mode: false; the role does so only for the script's
 read-only commands (probe, plan, venv-plan) and for apply outside check mode.
 """
 from __future__ import annotations
