@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -88,7 +89,7 @@ def requirements(workdir, sdist_on_feed) -> Path:
 
 
 def play(lab, workdir: Path, requirements: Path, check: bool = False, env: dict | None = None,
-         **settings) -> subprocess.CompletedProcess:
+         args: tuple = (), **settings) -> subprocess.CompletedProcess:
     """pip_config (find-links on) then the wheelhouse, as site.yml runs them."""
     variables = {
         "lab_feed_token": lab.token,
@@ -102,7 +103,8 @@ def play(lab, workdir: Path, requirements: Path, check: bool = False, env: dict 
         **settings,
     }
     return run_playbooks(lab, workdir, ["playbooks/hosts.yml", "playbooks/wheelhouse.yml"],
-                         variables, *(["--check"] if check else []), env=env, timeout=600)
+                         variables, *(["--check"] if check else []), *args, env=env,
+                         timeout=600)
 
 
 def sudo(lab, host: str, command: str, check: bool = True):
@@ -172,7 +174,7 @@ def test_first_run_seeds_every_host_with_its_platforms_wheels(lab, seeded):
         assert {m for m in modes[1:] if m} == {"644 root"}
         text = machine.file(f"{WHEELHOUSE}/requirements.txt").content_string
         assert text.count("--hash=sha256:") == len(wheels)
-        # The archive was unpacked and removed (pip_wheelhouse_send leaves no .part), and the
+        # Nothing but the new version and its hashes is left next to the wheelhouse, and the
         # role's actions removed their temporary directories on the host.
         store = sudo(lab, host, f"ls -A {STORE}").stdout.split()
         assert len(store) == 2 and any(n.endswith(".sums") for n in store), store
@@ -186,8 +188,8 @@ def test_check_mode_names_the_changes_of_the_run_after_it_and_changes_nothing(la
     assert set(made) == set(HOSTS)
     for host in HOSTS:
         assert sorted(predicted.get(host, [])) == sorted(made[host]), host
-        assert "pip_wheelhouse : Unpack, check every hash against the manifest, and swap the " \
-            "wheelhouse" in made[host]
+        assert "pip_wheelhouse : Send the missing wheels, check every hash against the " \
+            "manifest, and swap the wheelhouse" in made[host]
     for host, listing in checked.untouched.items():
         assert listing.count("No such file or directory") == 3, (host, listing)
         assert "pipfeed-build" not in listing, (host, listing)
@@ -260,17 +262,30 @@ def test_venv_step_installs_the_set_with_hashes_and_check_mode_predicts_it(
             sudo(lab, host, "rm -rf /opt/wh-test", check=False)
 
 
-def test_corrupted_wheel_on_a_host_is_detected_and_replaced(lab, workdir, requirements, seeded):
-    host = "deb12-1"
+def _corrupt(lab, host: str) -> tuple[str, str]:
+    """Overwrite a few bytes inside one of the host's wheels: (its path, its hash before)."""
     wheel = sudo(lab, host, f"ls {WHEELHOUSE}/numpy-*.whl").stdout.strip()
     before = sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0]
     sudo(lab, host, f"printf garbage | dd of={wheel} bs=1 seek=1000 conv=notrunc status=none")
     assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] != before
-    # With pipelining off, as in an ansible.cfg that does not turn it on: the role's host
-    # script then goes to the host as a file (the project's ansible.cfg pipelines).
-    result = play(lab, workdir, requirements, env=ansible_env(ANSIBLE_PIPELINING="False"))
+    return wheel, before
+
+
+# The project's ansible.cfg pipelines, and the missing wheels then follow the host script on
+# its stdin. The two other ways the role's action sends them, as a file first: pipelining off
+# (as in an ansible.cfg that does not turn it on), and more wheels than
+# pip_wheelhouse_stream_max_bytes.
+@pytest.mark.parametrize("host, env, variables", [
+    ("deb12-1", {"ANSIBLE_PIPELINING": "False"}, {}),
+    ("deb13-1", {}, {"pip_wheelhouse_stream_max_bytes": 0}),
+], ids=["pipelining-off", "over-stream-max"])
+def test_corrupted_wheel_on_a_host_is_detected_and_replaced(lab, workdir, requirements, seeded,
+                                                           host, env, variables):
+    wheel, before = _corrupt(lab, host)
+    result = play(lab, workdir, requirements, env=ansible_env(**env), args=("-v",), **variables)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
     assert task_hosts(result.stdout, "Send the missing wheels", "changed") == {host}
+    assert re.search(r"sent_by\W+file", result.stdout), result.stdout[-6000:]
     assert sudo(lab, host, f"sha256sum {wheel}").stdout.split()[0] == before
     left = sudo(lab, host, "ls -A ~labadmin/.ansible/tmp 2>/dev/null || true").stdout.split()
     assert left == [], left

@@ -7,6 +7,8 @@ import importlib.util
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -31,6 +33,7 @@ def load(name: str, path: Path):
 build = load("wheelhouse_build", ROLE / "files" / "wheelhouse_build.py")
 host = load("wheelhouse_host", ROLE / "files" / "wheelhouse_host.py")
 filters = load("pip_wheelhouse_filters", ROLE / "filter_plugins" / "pip_wheelhouse.py")
+action = load("pip_wheelhouse_host_action", ROLE / "action_plugins" / "pip_wheelhouse_host.py")
 
 
 def test_markers_are_evaluated_for_the_target_python_not_the_controllers(tmp_path):
@@ -108,11 +111,28 @@ def _tar(path: Path, files: dict[str, bytes]) -> str:
     return str(path)
 
 
+def _bundle_bytes(tmp_path: Path, files: dict[str, bytes]) -> bytes:
+    """A bundle as the role's action makes it: its header from the action's own function."""
+    sources = tmp_path / "sources"
+    sources.mkdir(exist_ok=True)
+    send = []
+    for name, data in files.items():
+        source = sources / hashlib.sha256(name.encode()).hexdigest()
+        source.write_bytes(data)
+        send.append([name, str(source)])
+    return action.bundle_header(send) + b"".join(files.values())
+
+
+def _bundle(path: Path, files: dict[str, bytes]) -> str:
+    path.write_bytes(_bundle_bytes(path.parent, files))
+    return str(path)
+
+
 def _seed(tmp_path: Path, files: dict[str, bytes]) -> str:
     path = str(tmp_path / "pipfeed" / "wheelhouse")
     os.makedirs(os.path.dirname(path))
     manifest, digest = _manifest(files)
-    host.apply(path, _tar(tmp_path / "b.tar", {**files, "manifest.json": manifest}), digest, True)
+    host.apply(path, _bundle(tmp_path / "b.bundle", {**files, "manifest.json": manifest}), digest, True)
     return path
 
 
@@ -122,7 +142,7 @@ def test_apply_swaps_atomically_and_sends_only_what_is_new(tmp_path):
     files = {"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": b"b",
              "requirements.txt": b"a==1\nb==1\n"}
     manifest, digest = _manifest(files)
-    bundle = _tar(tmp_path / "c.tar", {"b-1-py3-none-any.whl": b"b",
+    bundle = _bundle(tmp_path / "c.bundle", {"b-1-py3-none-any.whl": b"b",
                                        "requirements.txt": files["requirements.txt"],
                                        "manifest.json": manifest})
     result = host.apply(path, bundle, digest, True)
@@ -137,7 +157,7 @@ def test_a_file_that_does_not_match_the_manifest_fails_naming_it_and_keeps_the_o
     path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
     before = os.path.realpath(path)
     manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": b"b"})
-    bundle = _tar(tmp_path / "c.tar", {"b-1-py3-none-any.whl": b"corrupt",
+    bundle = _bundle(tmp_path / "c.bundle", {"b-1-py3-none-any.whl": b"corrupt",
                                        "manifest.json": manifest})
     with pytest.raises(host.ApplyError, match=r"b-1-py3-none-any.whl \(sha256"):
         host.apply(path, bundle, digest, True)
@@ -149,10 +169,10 @@ def test_a_file_that_does_not_match_the_manifest_fails_naming_it_and_keeps_the_o
 def test_prune_off_keeps_wheels_no_longer_wanted(tmp_path):
     path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a", "old-1-py3-none-any.whl": b"o"})
     manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
-    host.apply(path, _tar(tmp_path / "c.tar", {"manifest.json": manifest}), digest, False)
+    host.apply(path, _bundle(tmp_path / "c.bundle", {"manifest.json": manifest}), digest, False)
     assert "old-1-py3-none-any.whl" in os.listdir(path)
     manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a", "z-1-py3-none-any.whl": b"z"})
-    host.apply(path, _tar(tmp_path / "d.tar", {"manifest.json": manifest,
+    host.apply(path, _bundle(tmp_path / "d.bundle", {"manifest.json": manifest,
                                                "z-1-py3-none-any.whl": b"z"}), digest, True)
     assert "old-1-py3-none-any.whl" not in os.listdir(path)
 
@@ -160,16 +180,75 @@ def test_prune_off_keeps_wheels_no_longer_wanted(tmp_path):
 def test_bundle_with_a_path_in_a_name_is_refused(tmp_path):
     path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
     manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
-    bundle = _tar(tmp_path / "c.tar", {"../escape.whl": b"x", "manifest.json": manifest})
+    bundle = _bundle(tmp_path / "c.bundle", {"../escape.whl": b"x", "manifest.json": manifest})
     with pytest.raises(host.ApplyError, match="not a plain file name"):
         host.apply(path, bundle, digest, True)
     assert not (tmp_path / "pipfeed" / "escape.whl").exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-3], "ended 2 bytes into b-1-py3-none-any.whl"),   # a cut stream
+    (lambda data: data + b"x", "more bytes than its list of files says"),
+    (lambda data: b"not json\n" + data, "does not start with its list of files"),
+    (lambda data: data.replace(b'"b-1-py3-none-any.whl"', b'".hidden"', 1), "not a plain file"),
+])
+def test_a_damaged_bundle_fails_and_keeps_the_old_wheelhouse(tmp_path, damage, message):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    before = os.path.realpath(path)
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": b"bbbbb"})
+    data = _bundle_bytes(tmp_path, {"manifest.json": manifest, "b-1-py3-none-any.whl": b"bbbbb"})
+    bundle = tmp_path / "c.bundle"
+    bundle.write_bytes(damage(data))
+    with pytest.raises(host.ApplyError, match=message):
+        host.apply(path, str(bundle), digest, True)
+    assert os.path.realpath(path) == before and not bundle.exists()
+    assert sorted(os.listdir(tmp_path / "pipfeed" / ".wheelhouse.d")) == \
+        sorted([os.path.basename(before), os.path.basename(before) + ".sums"])
+
+
+def test_the_script_and_its_bundle_go_on_one_stdin_as_the_action_sends_them(tmp_path):
+    """The action's pipelined command, run here: the bootstrap reads exactly the script, which
+    reads the bundle that follows it; the wheelhouse is written and swapped."""
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    files = {"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": os.urandom(3 << 20)}
+    manifest, digest = _manifest(files)
+    script = (ROLE / "files" / "wheelhouse_host.py").read_bytes()
+    data = script + _bundle_bytes(tmp_path, {"manifest.json": manifest,
+                                             "b-1-py3-none-any.whl": files["b-1-py3-none-any.whl"]})
+    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP, str(len(script)),
+                           "apply", path, digest, "true", "-"], input=data, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["received"] == ["b-1-py3-none-any.whl", "manifest.json"]
+    assert (Path(path) / "b-1-py3-none-any.whl").read_bytes() == files["b-1-py3-none-any.whl"]
+    # The script's own arguments check still sees its arguments, not the bootstrap's.
+    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP, str(len(script)), "probe",
+                           "relative"], input=script, capture_output=True, timeout=60)
+    assert done.returncode == 2 and b"must be absolute" in done.stderr
+
+
+def test_a_bundle_refused_on_stdin_is_still_read_to_its_end(tmp_path):
+    """The sender writes the whole bundle and the script's error is what comes back (a sender
+    whose pipe closes mid-write would report the host unreachable instead)."""
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
+    script = (ROLE / "files" / "wheelhouse_host.py").read_bytes()
+    data = script + _bundle_bytes(tmp_path, {"../escape.whl": os.urandom(8 << 20),
+                                             "manifest.json": manifest})
+    proc = subprocess.Popen([sys.executable, "-c", action.BOOTSTRAP, str(len(script)), "apply",
+                             path, digest, "true", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(data)  # BrokenPipeError here if the script stopped reading
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 1
+    assert b"not a plain file name" in proc.stderr.read()
+
+
 def test_delta_lists_missing_damaged_and_extra_files():
     build_result = {"key": "k", "dir": "/c/k", "files": {
-        "a.whl": {"sha256": "1", "size": 10}, "b.whl": {"sha256": "2", "size": 20},
-        "manifest.json": {"sha256": "3", "size": 1}}}
+        name: {"sha256": digest, "size": size, "src": f"/c/k/wheels/{name}"}
+        for name, digest, size in (("a.whl", "1", 10), ("b.whl", "2", 20),
+                                   ("manifest.json", "3", 1))}}
     complete = {"exists": True, "is_link": True, "stale": [], "files": {
         "a.whl": {"sha256": "1"}, "b.whl": {"sha256": "2"}, "manifest.json": {"sha256": "3"}}}
     assert filters.delta(complete, build_result)["needed"] is False
@@ -177,7 +256,7 @@ def test_delta_lists_missing_damaged_and_extra_files():
                                                               "old.whl": {"sha256": "9"}}))
     result = filters.delta(damaged, build_result)
     assert result["missing"] == ["b.whl"] and result["extra"] == ["old.whl"]
-    assert result["bytes"] == 20 and result["bundle"].startswith("/c/k/bundles/")
+    assert result["bytes"] == 20 and result["send"] == [["b.whl", "/c/k/wheels/b.whl"]]
     assert filters.delta(dict(complete, files={**complete["files"], "old.whl": {}}),
                          build_result, False)["needed"] is False
 

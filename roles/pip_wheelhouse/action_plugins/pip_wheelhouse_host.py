@@ -4,13 +4,24 @@
       python: /usr/bin/python3        # the host's Python
       args: [probe, /var/lib/pipfeed/wheelhouse]
       fail_msg: what to tell the user when the script fails (its stderr follows)
+      send: [[name, controller path], ...]   # optional: files to hand the script as a bundle
+      stream_max_bytes: 134217728             # optional: the most that goes on stdin
 
-The script goes to `<python> - <args>` on stdin, in the one command the connection runs: no
+The script goes to the host's Python on stdin, in the one command the connection runs: no
 module is sent and no second Python starts (ansible.builtin.command with stdin would start the
 module's Python, which then starts the script's). The probe runs on every host in every run,
-so this is most of what a re-run with nothing to do costs on the host. Where Ansible would not
-pipeline (pipelining off in ansible.cfg, or a connection that cannot), the script is sent as a
-file into the remote temporary directory first and run from there.
+so this is most of what a re-run with nothing to do costs on the host.
+
+With send, the files go to the script as one bundle (a line of JSON naming each file and its
+size, then the files' bytes; the script's `unpack` reads it) and the bundle's place is added
+as the script's last argument: "-" when the bundle follows the script on stdin, so that the
+host writes and hashes the wheels as they arrive, with no archive on either end and no
+second command; or a file's path. It goes as a file where Ansible would not pipeline
+(pipelining off in ansible.cfg, or a connection or become method that cannot pass stdin), and
+where it is larger than stream_max_bytes: what goes on stdin is held in the controller's
+memory while it is sent, once per host being sent to at the same time (up to `forks` hosts).
+As a file, the bundle is written in the controller's temporary directory, sent with the
+script into the remote temporary directory (sftp or scp with SSH), and both are removed after.
 
 The result has rc, stdout and stderr, as from ansible.builtin.command, and fails when rc is not
 0 (failed_when may say otherwise), with fail_msg and the script's stderr as its message: one
@@ -21,57 +32,124 @@ read-only commands (probe, plan, venv-plan) and for apply outside check mode.
 """
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import tempfile
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 SCRIPT = "wheelhouse_host.py"
+# Reads the script's own length of stdin and runs it as __main__ with the arguments after the
+# length: whatever follows the script on stdin is left for it to read.
+BOOTSTRAP = ("import sys;n=int(sys.argv.pop(1));"
+             "exec(compile(sys.stdin.buffer.read(n),'wheelhouse_host.py','exec'))")
+STREAM_MAX_BYTES = 128 << 20
+
+
+def bundle_header(send: list) -> bytes:
+    """The bundle's first line: each file's name and size, in the order of its bytes."""
+    return (json.dumps({"files": [[name, os.path.getsize(path)] for name, path in send]},
+                       separators=(",", ":")) + "\n").encode()
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("python", "args", "fail_msg"))
+    _VALID_ARGS = frozenset(("python", "args", "fail_msg", "send", "stream_max_bytes"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
         python = self._task.args.get("python")
         args = self._task.args.get("args") or []
+        send = self._task.args.get("send") or []
         if not python or not isinstance(args, list):
             raise AnsibleActionFail("pip_wheelhouse_host needs python (the host's Python) and "
                                     "args (a list of the script's arguments)")
+        if not isinstance(send, list) or not all(
+                isinstance(item, (list, tuple)) and len(item) == 2 for item in send):
+            raise AnsibleActionFail("pip_wheelhouse_host: send must be a list of "
+                                    "[name, controller path] pairs")
         if self._task.check_mode:
             result.update(skipped=True, msg="not run in check mode")
             return result
-        path = self._find_needle("files", SCRIPT)
-        with open(path, "rb") as handle:
+        try:
+            limit = int(self._task.args.get("stream_max_bytes", STREAM_MAX_BYTES))
+        except (TypeError, ValueError):
+            raise AnsibleActionFail("pip_wheelhouse_host: stream_max_bytes must be a number "
+                                    "of bytes")
+        for name, path in send:
+            if not os.path.isfile(path):
+                raise AnsibleActionFail(f"pip_wheelhouse_host: {path} ({name}) is not a file "
+                                        "on the controller")
+        with open(self._find_needle("files", SCRIPT), "rb") as handle:
             script = handle.read()
         args = [str(arg) for arg in args]
-        if self._is_pipelining_enabled("new"):
-            command = shlex.join([str(python), "-"] + args)
-            done = self._low_level_execute_command(command, sudoable=True, in_data=script)
+        size = sum(os.path.getsize(path) for _, path in send)
+        pipelined = self._is_pipelining_enabled("new")
+        if pipelined and (not send or size <= limit):
+            data = script
+            if send:
+                args.append("-")
+                data = b"".join([script, bundle_header(send)]
+                                + [self._read(path) for _, path in send])
+            command = shlex.join([str(python), "-c", BOOTSTRAP, str(len(script))] + args)
+            done = self._low_level_execute_command(command, sudoable=True, in_data=data)
+            sent_by = "stdin"
         else:
-            # Where Ansible would not pipeline a module either (pipelining off, or a connection
-            # or become method that cannot pass stdin), the script goes as a file first.
-            remote_tmp = self._make_tmp_path()
-            try:
-                remote = self._connection._shell.join_path(remote_tmp, SCRIPT)
-                self._transfer_data(remote, script)
-                self._fixup_perms2((remote_tmp, remote), execute=False)
-                command = shlex.join([str(python), remote] + args)
-                done = self._low_level_execute_command(command, sudoable=True)
-            finally:
-                self._remove_tmp_path(remote_tmp)
+            command, done = self._run_from_files(str(python), script, args, send)
+            sent_by = "file"
         stdout = to_text(done.get("stdout", ""), errors="surrogate_or_strict")
         stderr = to_text(done.get("stderr", ""), errors="surrogate_or_strict")
         result.update(rc=done["rc"], stdout=stdout, stderr=stderr, cmd=command,
                       stdout_lines=stdout.splitlines(), stderr_lines=stderr.splitlines(),
                       changed=True)
+        if send:
+            result.update(sent_files=len(send), sent_bytes=size, sent_by=sent_by)
         if done["rc"] != 0:
-            said = " ".join(line.strip() for line in stderr.splitlines()
+            # With become over SSH a command without stdin runs on a terminal (-tt), which
+            # merges its stderr into stdout (the script writes nothing else there when it
+            # fails); stderr then holds only the connection's own messages.
+            said = " ".join(line.strip() for line in (stdout + "\n" + stderr).splitlines()
                             if line.strip() and not line.startswith("Shared connection to "))
             first = self._task.args.get("fail_msg") or f"{SCRIPT} {' '.join(args[:1])} failed"
             result.update(failed=True, msg=f"{str(first).strip()} (exit code {done['rc']}: "
                                            f"{said or 'no message'})")
         return result
+
+    @staticmethod
+    def _read(path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def _run_from_files(self, python: str, script: bytes, args: list, send: list):
+        """The script, and the bundle if any, sent as files into the remote temporary
+        directory first, then run from there; the directory is removed after."""
+        local = None
+        remote_tmp = self._make_tmp_path()
+        try:
+            remote = self._connection._shell.join_path(remote_tmp, SCRIPT)
+            self._transfer_data(remote, script)
+            paths = [remote_tmp, remote]
+            if send:
+                handle, local = tempfile.mkstemp(prefix="pip-wheelhouse-", suffix=".bundle",
+                                                 dir=C.DEFAULT_LOCAL_TMP)
+                with os.fdopen(handle, "wb") as out:
+                    out.write(bundle_header(send))
+                    for _, path in send:
+                        with open(path, "rb") as source:
+                            while block := source.read(1 << 20):
+                                out.write(block)
+                bundle = self._connection._shell.join_path(remote_tmp, "wheels.bundle")
+                self._transfer_file(local, bundle)
+                paths.append(bundle)
+                args = args + [bundle]
+            self._fixup_perms2(paths, execute=False)
+            command = shlex.join([python, remote] + args)
+            return command, self._low_level_execute_command(command, sudoable=True)
+        finally:
+            if local:
+                os.unlink(local)
+            self._remove_tmp_path(remote_tmp)

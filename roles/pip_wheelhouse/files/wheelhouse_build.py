@@ -23,7 +23,9 @@ Commands (JSON in as one argument, JSON out on stdout; errors on stderr, exit 1)
             build``). The next ``build`` call, told which host built what (``built``), takes
             the wheels it fetched back into the cache and finishes the set. A built wheel stays
             in the cache, so a rebuild never builds it again.
-``bundle``  one tar per (platform, set of missing files), for the hosts that lack them.
+
+What a host lacks goes to it from the cache's files themselves, through the role's host action
+(action_plugins/pip_wheelhouse_host.py), with no archive made here.
 """
 from __future__ import annotations
 
@@ -544,7 +546,7 @@ def pending_result(spec: dict, platform: dict, root: Path, pending: list[dict],
             shutil.copy2(wheel, store / wheel.name)
     files = {p.name: {"src": str(p)} for p in [*sdists, *deps.glob("*.whl")]}
     archive = build / "sources.tar"
-    make_bundle(archive, sorted(files), files)
+    make_tar(archive, sorted(files), files)
     shutil.rmtree(deps)
     downloaded = sorted(cache_files(root) - before)
     (build / "pending.json").write_text(json.dumps({"downloaded": downloaded}))
@@ -590,8 +592,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-# ----- bundles -------------------------------------------------------------------------------
-def make_bundle(target: Path, names: list[str], files: dict) -> None:
+# ----- the sdists' archive --------------------------------------------------------------------
+def make_tar(target: Path, names: list[str], files: dict) -> None:
     """A plain tar (wheels are compressed already) of exactly these files, owned by root."""
     if target.exists():
         return
@@ -633,16 +635,8 @@ def command_build(spec: dict) -> dict:
     return {p["key"]: build_one(spec, p) for p in spec["platforms"]}
 
 
-def command_bundle(spec: dict) -> dict:
-    made = []
-    for item in spec["bundles"]:
-        make_bundle(Path(item["bundle"]), item["names"], item["files"])
-        made.append(item["bundle"])
-    return {"bundles": made}
-
-
 COMMANDS = {"check": command_check, "preflight": command_check, "plan": command_plan,
-            "build": command_build, "bundle": command_bundle}
+            "build": command_build}
 
 
 def main(argv: list[str]) -> int:
@@ -652,7 +646,7 @@ def main(argv: list[str]) -> int:
     try:
         result = COMMANDS[argv[0]](json.loads(argv[1]))
     except (BuildError, OSError, ValueError) as error:
-        if argv[0] in ("preflight", "bundle"):
+        if argv[0] == "preflight":
             print(json.dumps({"error": f"wheelhouse: {error}"}))
             return 0
         print(f"wheelhouse: {error}", file=sys.stderr)

@@ -8,10 +8,10 @@ whatever the number of wheels:
            the wheelhouse lives, and the SHA-256 of every file the current wheelhouse holds. The
            controller compares that list with the manifest and decides what to send.
 ``apply``  builds the next wheelhouse in a new directory next to the current one (unchanged
-           wheels hard-linked from it, new ones unpacked from one tar), checks every file
-           against the manifest, and only then swaps the wheelhouse symlink with a rename. A run
-           that dies before the rename leaves the previous wheelhouse whole; the next run
-           removes what it left behind.
+           wheels hard-linked from it, new ones written from one bundle: see unpack), checks
+           every file against the manifest, and only then swaps the wheelhouse symlink with a
+           rename. A run that dies before the rename leaves the previous wheelhouse whole;
+           the next run removes what it left behind.
 ``build``  (on one host per platform, and only when a release has no wheel for it) builds
            the wheels of the sdists in one tar with ``pip wheel --no-index``: their build
            dependencies came in the same tar, so nothing is fetched. It runs as the login
@@ -27,8 +27,9 @@ Layout: ``<path>`` is a symlink to ``.<name>.d/<version>`` in the same parent di
 that a re-run's probe hashes only files that changed since (a write to a file changes its
 modification and change times; a re-run then hashes it and finds the damage).
 
-The role sends this script to Python on its standard input (``python3 - probe PATH``): one
-pipelined SSH round trip per call, where a copied script costs several.
+The role's action (action_plugins/pip_wheelhouse_host.py) sends this script to Python on its
+standard input, and for ``apply`` the bundle of missing wheels right after it: one pipelined
+SSH round trip per call, where a copied script and a copied archive cost several.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ import time
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
+# A bundle's list of files: about 100 bytes a wheel.
+HEADER_LIMIT = 16 << 20
 
 
 def sha256_file(path: str) -> str:
@@ -164,28 +167,69 @@ class ApplyError(Exception):
     pass
 
 
-def unpack(bundle: str, target: str, durable: bool = False) -> dict:
-    """Unpack a flat tar of wheels, refusing anything but plain files with plain names; the
+def unpack(source, target: str, durable: bool = False) -> dict:
+    """Write the files of one bundle into target, refusing anything but plain file names; the
     SHA-256 of each file, computed as it is written (one pass over the data). durable: each
-    file is flushed to disk before the call returns (the swap must not outrun its data)."""
+    file is flushed to disk before the call returns (the swap must not outrun its data).
+
+    A bundle (what the role's action sends, on standard input or as a file) is one line of
+    JSON, {"files": [[name, size], ...]}, then each file's bytes in that order, and nothing
+    after them. Wheels are compressed already, so nothing is compressed again; and reading
+    exact sizes costs the host less than a tar stream does (tarfile copies every block
+    through its own buffer)."""
+    header = source.readline(HEADER_LIMIT)
+    try:
+        entries = json.loads(header.decode("utf-8"))["files"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ApplyError("the bundle does not start with its list of files (%d bytes read)"
+                         % len(header))
     digests = {}
-    with tarfile.open(bundle, "r:") as archive:
-        for member in archive:
-            name = member.name
-            if (not member.isfile() or "/" in name or name in ("", ".", "..")
-                    or name.startswith(".")):
-                raise ApplyError("the bundle holds %r, which is not a plain file name" % name)
-            source = archive.extractfile(member)
-            digest = hashlib.sha256()
-            with open(os.path.join(target, name), "xb") as out:
-                for block in iter(lambda: source.read(CHUNK), b""):
-                    digest.update(block)
-                    out.write(block)
-                if durable:
-                    out.flush()
-                    os.fdatasync(out.fileno())
-            digests[name] = digest.hexdigest()
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], int) and entry[1] >= 0):
+            raise ApplyError("the bundle's list of files holds %r" % (entry,))
+        name, size = entry
+        if "/" in name or "\x00" in name or name.startswith(".") or not name or name in digests:
+            raise ApplyError("the bundle holds %r, which is not a plain file name" % name)
+        digest = hashlib.sha256()
+        left = size
+        with open(os.path.join(target, name), "xb") as out:
+            while left:
+                block = source.read(min(left, CHUNK))
+                if not block:
+                    raise ApplyError("the bundle ended %d bytes into %s, which has %d"
+                                     % (size - left, name, size))
+                left -= len(block)
+                digest.update(block)
+                out.write(block)
+            if durable:
+                out.flush()
+                os.fdatasync(out.fileno())
+        digests[name] = digest.hexdigest()
+    if source.read(1):
+        raise ApplyError("the bundle holds more bytes than its list of files says")
     return digests
+
+
+def received_files(bundle, target: str) -> dict:
+    """Unpack the bundle from standard input ("-") or from a file, which is removed after."""
+    if bundle == "-":
+        try:
+            return unpack(sys.stdin.buffer, target, durable=True)
+        except BaseException:
+            # Read the rest, so that the sender finishes writing and the user reads this error:
+            # Ansible reports a host whose stdin closed mid-write as unreachable, without it.
+            try:
+                while sys.stdin.buffer.read(CHUNK):
+                    pass
+            except OSError:
+                pass
+            raise
+    try:
+        with open(bundle, "rb") as source:
+            return unpack(source, target, durable=True)
+    finally:
+        os.unlink(bundle)
 
 
 def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
@@ -197,7 +241,7 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
     staging = os.path.join(store, version)
     os.mkdir(staging, 0o755)
     try:
-        received = unpack(bundle, staging, durable=True) if bundle else {}
+        received = received_files(bundle, staging) if bundle else {}
         old = list_names(current)
         # The manifest, new or unchanged, names the files of the next wheelhouse.
         if MANIFEST not in received:
@@ -240,9 +284,6 @@ def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        if bundle and os.path.exists(bundle):
-            os.unlink(bundle)
     removed = sorted(set(old) - set(wanted) - set(kept) - {MANIFEST})
     cleanup(store, staging)
     verified[MANIFEST] = manifest_sha
