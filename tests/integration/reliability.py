@@ -5,11 +5,14 @@ test kills at a chosen task.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -131,18 +134,27 @@ class KilledRun:
 
 def run_and_kill(inventory: Path, playbooks: list[str], variables: dict, workdir: Path,
                  task: str, delay: float = 0.0, timeout: float = 600, env: dict | None = None,
-                 on_task=None, kill: bool = True, args: tuple = ()) -> KilledRun:
+                 on_task=None, kill: bool = True, args: tuple = (), wait=None,
+                 masters: bool = False) -> KilledRun:
     """ansible-playbook in a session of its own; when its output shows the header of the first
-    task whose name contains `task`, wait `delay` seconds and kill the session (the
-    ansible-playbook process and its forks, by the process group of its pid), as a cancelled
-    CI job or a dying controller would. `on_task` runs (in a thread) when the task starts;
-    with kill=False the run goes on to its end (a fault injected by on_task instead)."""
+    task whose name contains `task`, wait `delay` seconds (or, with `wait`, until that callable
+    returns) and kill the session (the ansible-playbook process and its forks, by the process
+    group of its pid), as a cancelled job would. With masters=True the run's SSH
+    ControlPersist masters (which leave the session, and would go on delivering what they
+    hold) end with it, by their control sockets, as when the controller itself dies.
+    `on_task` runs (in a thread) when the task starts; with kill=False the run goes on to its
+    end (a fault injected by on_task instead)."""
     extra = vars_file(workdir, variables)
     started = time.monotonic()
+    # The run's own directory of control sockets, in the test's work directory (where a socket
+    # of a master that came up as the run was killed is cleaned up with the rest); a socket
+    # path has a length limit (108 bytes), and Ansible's socket names have 10 characters.
+    sockets = tempfile.mkdtemp(prefix="cp-", dir=workdir)
+    assert len(sockets) < 90, f"{sockets} is too long a directory for SSH control sockets"
+    env = dict(env or ansible_env(), PYTHONUNBUFFERED="1", ANSIBLE_SSH_CONTROL_PATH_DIR=sockets)
     # Ansible writes its output without flushing: unbuffered, a task's header arrives when the
     # task starts, not kilobytes later.
-    proc = subprocess.Popen(playbook_cmd(inventory, playbooks, extra, *args), cwd=ROOT,
-                            env=dict(env or ansible_env(), PYTHONUNBUFFERED="1"),
+    proc = subprocess.Popen(playbook_cmd(inventory, playbooks, extra, *args), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
@@ -157,13 +169,28 @@ def run_and_kill(inventory: Path, playbooks: list[str], variables: dict, workdir
                 if on_task is not None:
                     threading.Thread(target=on_task, daemon=True).start()
                 if kill:
-                    time.sleep(delay)
+                    if wait is not None:
+                        wait()
+                    else:
+                        time.sleep(delay)
                     _kill(proc)
+                    if masters:
+                        end_masters(sockets)
         proc.wait()
     finally:
         timer.cancel()
         extra.unlink(missing_ok=True)
+        end_masters(sockets)
+        shutil.rmtree(sockets, ignore_errors=True)
     return KilledRun("".join(lines), killed_at, proc.returncode, time.monotonic() - started)
+
+
+def end_masters(sockets: str) -> None:
+    """Ask each SSH master with a control socket in this directory to exit (ssh -O exit), which
+    ends it and the sessions it carries."""
+    for name in os.listdir(sockets):
+        subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(sockets, name)}", "-O", "exit",
+                        "pipfeed-lab-master"], capture_output=True, timeout=30)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -192,3 +219,27 @@ def in_host(lab, host: str, script: str, pid: str | None = None) -> str:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"{host}: {script}: {result.stderr}"
     return result.stdout
+
+
+@contextlib.contextmanager
+def slow_link(lab, hosts: list[str], rate: str = "40mbit"):
+    """What this machine sends to each host limited to `rate` (a token bucket on the machine's
+    end of the host's veth pair, whose egress is the host's ingress), so that a transfer of
+    tens of MB lasts seconds and a kill lands in the middle of it. Removed on exit; the
+    interface goes with its container anyway."""
+    links = []
+    try:
+        for host in hosts:
+            index = in_host(lab, host, "cat /sys/class/net/eth0/iflink").strip()
+            found = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True,
+                                   text=True).stdout
+            names = [line.split(":")[1].strip().split("@")[0] for line in found.splitlines()
+                     if line.split(":")[0] == index]
+            assert len(names) == 1, f"{host}: no interface {index} on this machine"
+            subprocess.run(["tc", "qdisc", "add", "dev", names[0], "root", "tbf", "rate", rate,
+                            "burst", "64kb", "latency", "500ms"], check=True, capture_output=True)
+            links.append(names[0])
+        yield
+    finally:
+        for name in links:
+            subprocess.run(["tc", "qdisc", "del", "dev", name, "root"], capture_output=True)

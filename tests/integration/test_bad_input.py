@@ -119,6 +119,10 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
             "a relative virtual environment path",
             {"pip_wheelhouse_venvs": [{"path": "opt/app/venv"}]},
             ["pip_wheelhouse_venvs a mapping with an absolute path"]),
+        "stream-max-negative": (
+            "a negative pip_wheelhouse_stream_max_bytes", {"pip_wheelhouse_stream_max_bytes": -1},
+            ["pip_wheelhouse_min_free_bytes and pip_wheelhouse_stream_max_bytes numbers of bytes "
+             "(0 or more)"]),
         "index-feed-unknown": (
             "a wheelhouse index feed that no feed is named",
             {"pip_wheelhouse_index_feed": "nosuchfeed"},

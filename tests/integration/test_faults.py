@@ -1,5 +1,5 @@
 """Faults in the middle of a run: ansible-playbook killed at several points (while pip.conf is
-written, during the wheelhouse transfer, during the unpack and swap, during a token rotation),
+written, early and late in the wheelhouse transfer, during a token rotation),
 the feed answering 500s or stalling, and a full disk where the wheelhouse lives.
 
 After every fault each host must still work as before, judged by real pip: an install from the
@@ -13,6 +13,7 @@ pip.conf setting that changes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import hashlib
 import secrets
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.reliability import (clean, container_pid, failure_messages, in_host,
-                                           lab_vars, run_and_kill)
+                                           lab_vars, run_and_kill, slow_link)
 from tests.integration.support import must, recap, run_playbooks, sh, sudo
 
 pytestmark = pytest.mark.integration
@@ -133,13 +134,45 @@ def converges(lab, workdir, variables: dict, playbooks=SITE, *args: str) -> tupl
 
 # ----- killed runs --------------------------------------------------------------------------
 
+def staging_holds(lab, name: str, host: str = "deb11-1", limit: float = 120.0) -> bool:
+    """Returns True once the host's script has written the file `name` into the next wheelhouse
+    version (the directory next to the current one that the swap will point at); False after
+    limit seconds without."""
+    pid = container_pid(lab, host)
+    store = f"{Path(WHEELHOUSE).parent}/.{Path(WHEELHOUSE).name}.d"
+    check = (f'cur=$(readlink -f {WHEELHOUSE}); for d in {store}/*/; do d="${{d%/}}"; '
+             f'[ "$d" != "$cur" ] && [ -e "$d/{name}" ] && echo written; done; true')
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if "written" in in_host(lab, host, check, pid=pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def applies_ended(lab, hosts: list[str], limit: float = 120.0) -> bool:
+    """Waits until no host runs the role's host script; False if one still does after limit
+    seconds."""
+    pids = {host: container_pid(lab, host) for host in hosts}
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        running = [host for host in hosts
+                   if in_host(lab, host, "pgrep -f '[w]heelhouse_host' || true", pid=pids[host])]
+        if not running:
+            return True
+        time.sleep(0.5)
+    return False
+
 KILLS = [
     ("while /etc/pip.conf is written", "full", "Write /etc/pip.conf", 0.3),
     # The wheels stream to the host's script, which writes and hashes them as they arrive and
-    # swaps at the end, all in one task: killed early in it (the wheels on their way) and
-    # later (most or all written, the swap near or done).
-    ("during the wheelhouse transfer", "full", "Send the missing wheels", 0.3),
-    ("during the wheelhouse unpack and swap", "grown", "Send the missing wheels", 1.0),
+    # swaps at the end, all in one task. With this machine's link to each host slowed (the
+    # lab's full set then takes seconds a host), killed a second into it (the first wheels
+    # written), and late, once the set's requirements.txt is written (numpy, pydantic and
+    # most others are before it in the bundle, the uv wheel, 17 MB, after it).
+    ("during the wheelhouse transfer", "full", "Send the missing wheels", 1.0),
+    ("late in the wheelhouse transfer, before the swap", "grown", "Send the missing wheels",
+     "requirements.txt"),
 ]
 
 
@@ -147,10 +180,24 @@ KILLS = [
 def test_killed_run_leaves_every_host_working(request, lab, workdir, sets, working,
                                               what, settings, task, delay):
     request.node.user_properties.append(("case", f"ansible-playbook killed {what}"))
-    killed = run_and_kill(lab.inventory, SITE, sets[settings], workdir, task, delay=delay)
+    seen = []
+    wait = None
+    if isinstance(delay, str):
+        wait = lambda: seen.append(staging_holds(lab, delay))  # noqa: E731
+    slowed = slow_link(lab, HOSTS) if task.startswith("Send") else contextlib.nullcontext()
+    with slowed:
+        killed = run_and_kill(lab.inventory, SITE, sets[settings], workdir, task,
+                              delay=0 if wait else delay, wait=wait, masters=True)
     assert killed.killed_at, f"the run never reached {task!r}: {killed.stdout[-3000:]}"
     assert killed.returncode != 0
+    assert wait is None or seen == [True], f"{delay} was not written before the kill"
+    if task.startswith("Send"):
+        # The controller died with its SSH masters: each host's script meets the cut stream,
+        # removes what it wrote and ends; every host keeps the wheelhouse it had.
+        assert applies_ended(lab, HOSTS), "the host script still runs two minutes after the kill"
     held = all_work(lab)
+    if task.startswith("Send"):
+        assert set(held.values()) == {3}, held
     request.node.user_properties.append(
         ("detail", f"killed {killed.elapsed:.0f}s in, at '{task}'; wheelhouse files per host "
                    f"afterwards {held}; pip installs from feed and wheelhouse ok"))

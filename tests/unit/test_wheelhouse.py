@@ -244,6 +244,29 @@ def test_a_bundle_refused_on_stdin_is_still_read_to_its_end(tmp_path):
     assert b"not a plain file name" in proc.stderr.read()
 
 
+def test_the_sdists_archive_is_unpacked_plain_files_only(tmp_path):
+    (tmp_path / "out").mkdir()
+    good = _tar(tmp_path / "good.tar", {"lab_x-1.0.tar.gz": b"sdist", "w-1-py3-none-any.whl": b"w"})
+    assert sorted(host.unpack_tar(good, str(tmp_path / "out"))) == ["lab_x-1.0.tar.gz",
+                                                                    "w-1-py3-none-any.whl"]
+    bad = _tar(tmp_path / "bad.tar", {"../lab_y-1.0.tar.gz": b"sdist"})
+    with pytest.raises(host.ApplyError, match="not a plain file name"):
+        host.unpack_tar(bad, str(tmp_path / "out"))
+    assert not (tmp_path / "lab_y-1.0.tar.gz").exists()
+
+
+def test_an_apply_waits_for_one_still_running_on_the_same_wheelhouse(tmp_path):
+    path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
+    store = host.store_dir(path)
+    held = host.lock_store(store)  # as an earlier run's apply, still reading its stream
+    try:
+        with pytest.raises(host.ApplyError, match="another run has been changing"):
+            host.lock_store(store, wait=0.5)
+    finally:
+        os.close(held)
+    os.close(host.lock_store(store, wait=0.5))
+
+
 def test_delta_lists_missing_damaged_and_extra_files():
     build_result = {"key": "k", "dir": "/c/k", "files": {
         name: {"sha256": digest, "size": size, "src": f"/c/k/wheels/{name}"}

@@ -33,6 +33,7 @@ SSH round trip per call, where a copied script and a copied archive cost several
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -48,6 +49,8 @@ MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 # A bundle's list of files: about 100 bytes a wheel.
 HEADER_LIMIT = 16 << 20
+# How long an apply waits for another one on the same wheelhouse to end.
+LOCK_WAIT = 600
 
 
 def sha256_file(path: str) -> str:
@@ -211,6 +214,23 @@ def unpack(source, target: str, durable: bool = False) -> dict:
     return digests
 
 
+def unpack_tar(archive_path: str, target: str) -> list:
+    """The names of the plain files of a flat tar (the sdists' archive), written into target;
+    anything else in it is refused."""
+    names = []
+    with tarfile.open(archive_path, "r:") as archive:
+        for member in archive:
+            name = member.name
+            if (not member.isfile() or "/" in name or name in ("", ".", "..")
+                    or name.startswith(".")):
+                raise ApplyError("the archive holds %r, which is not a plain file name" % name)
+            source = archive.extractfile(member)
+            with open(os.path.join(target, name), "xb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+            names.append(name)
+    return names
+
+
 def received_files(bundle, target: str) -> dict:
     """Unpack the bundle from standard input ("-") or from a file, which is removed after."""
     if bundle == "-":
@@ -232,10 +252,38 @@ def received_files(bundle, target: str) -> dict:
         os.unlink(bundle)
 
 
+def lock_store(store: str, wait: float = LOCK_WAIT) -> int:
+    """Hold the store's lock (flock on its directory) until this process ends: one apply at a
+    time per wheelhouse. A run killed while it streams wheels can leave its apply on the host
+    reading what the SSH connection still delivers (a ControlPersist master outlives the
+    killed run), and the next run must not swap or clean up under it."""
+    handle = os.open(store, os.O_RDONLY)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(handle)
+                raise ApplyError("another run has been changing %s for over %d s (its process "
+                                 "holds the lock on %s); let it end, or stop it, and run again"
+                                 % (os.path.dirname(store), wait, store))
+            time.sleep(0.2)
+
+
 def apply(path: str, bundle, manifest_sha: str, prune: bool) -> dict:
     store = store_dir(path)
     os.makedirs(store, mode=0o755, exist_ok=True)
     os.chmod(store, 0o755)
+    handle = lock_store(store)
+    try:
+        return apply_locked(path, store, bundle, manifest_sha, prune)
+    finally:
+        os.close(handle)
+
+
+def apply_locked(path: str, store: str, bundle, manifest_sha: str, prune: bool) -> dict:
     current = current_dir(path)
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
     staging = os.path.join(store, version)
@@ -391,7 +439,7 @@ def build(sources: str) -> dict:
     source_dir, out_dir = os.path.join(work, "src"), os.path.join(work, "out")
     os.mkdir(source_dir, 0o700)
     os.mkdir(out_dir, 0o700)
-    names = unpack(sources, source_dir)
+    names = unpack_tar(sources, source_dir)
     os.unlink(sources)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     # pip's settings come from here only: no pip.conf (it points at the feed), no prompt.
