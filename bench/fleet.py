@@ -51,7 +51,7 @@ def _load(name: str, path: Path):
     return module
 
 
-# The role's host action: its bundle header makes the scp baseline the very bytes it sends.
+# The role's host action: its bundle() makes the scp baseline the very bytes it sends.
 HOST_ACTION = _load("pip_wheelhouse_host_action",
                     ROOT / "roles" / "pip_wheelhouse" / "action_plugins" / "pip_wheelhouse_host.py")
 
@@ -233,9 +233,7 @@ def bench(lab: Lab, runs: int, out=sys.stdout) -> None:
             send = [[name, entry["src"]] for name, entry in sorted(build["files"].items())]
             bundle = work / f"{key}.bundle"
             with open(bundle, "wb") as handle:
-                handle.write(HOST_ACTION.bundle_header(send))
-                for _, path in send:
-                    handle.write(Path(path).read_bytes())
+                handle.writelines(HOST_ACTION.bundle(send))
             bundles[key] = bundle
         per_host = {}
         for lab_host in lab.hosts:

@@ -112,7 +112,7 @@ def _tar(path: Path, files: dict[str, bytes]) -> str:
 
 
 def _bundle_bytes(tmp_path: Path, files: dict[str, bytes]) -> bytes:
-    """A bundle as the role's action makes it: its header from the action's own function."""
+    """A bundle as the role's action makes it, by the action's own function."""
     sources = tmp_path / "sources"
     sources.mkdir(exist_ok=True)
     send = []
@@ -120,7 +120,7 @@ def _bundle_bytes(tmp_path: Path, files: dict[str, bytes]) -> bytes:
         source = sources / hashlib.sha256(name.encode()).hexdigest()
         source.write_bytes(data)
         send.append([name, str(source)])
-    return action.bundle_header(send) + b"".join(files.values())
+    return b"".join(action.bundle(send))
 
 
 def _bundle(path: Path, files: dict[str, bytes]) -> str:

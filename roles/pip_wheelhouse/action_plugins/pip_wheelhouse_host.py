@@ -36,6 +36,7 @@ import json
 import os
 import shlex
 import tempfile
+from collections.abc import Iterator
 
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
@@ -48,12 +49,18 @@ SCRIPT = "wheelhouse_host.py"
 BOOTSTRAP = ("import sys;n=int(sys.argv.pop(1));"
              "exec(compile(sys.stdin.buffer.read(n),'wheelhouse_host.py','exec'))")
 STREAM_MAX_BYTES = 128 << 20
+BLOCK = 1 << 20
 
 
-def bundle_header(send: list) -> bytes:
-    """The bundle's first line: each file's name and size, in the order of its bytes."""
-    return (json.dumps({"files": [[name, os.path.getsize(path)] for name, path in send]},
-                       separators=(",", ":")) + "\n").encode()
+def bundle(send: list) -> Iterator[bytes]:
+    """The bundle of these files, in blocks: its first line names each file and its size, in
+    the order of their bytes, which follow."""
+    yield (json.dumps({"files": [[name, os.path.getsize(path)] for name, path in send]},
+                      separators=(",", ":")) + "\n").encode()
+    for _, path in send:
+        with open(path, "rb") as source:
+            while block := source.read(BLOCK):
+                yield block
 
 
 class ActionModule(ActionBase):
@@ -93,8 +100,7 @@ class ActionModule(ActionBase):
             data = script
             if send:
                 args.append("-")
-                data = b"".join([script, bundle_header(send)]
-                                + [self._read(path) for _, path in send])
+                data = b"".join([script, *bundle(send)])
             command = shlex.join([str(python), "-c", BOOTSTRAP, str(len(script))] + args)
             done = self._low_level_execute_command(command, sudoable=True, in_data=data)
             sent_by = "stdin"
@@ -119,11 +125,6 @@ class ActionModule(ActionBase):
                                            f"{said or 'no message'})")
         return result
 
-    @staticmethod
-    def _read(path: str) -> bytes:
-        with open(path, "rb") as handle:
-            return handle.read()
-
     def _run_from_files(self, python: str, script: bytes, args: list, send: list):
         """The script, and the bundle if any, sent as files into the remote temporary
         directory first, then run from there; the directory is removed after."""
@@ -137,15 +138,11 @@ class ActionModule(ActionBase):
                 handle, local = tempfile.mkstemp(prefix="pip-wheelhouse-", suffix=".bundle",
                                                  dir=C.DEFAULT_LOCAL_TMP)
                 with os.fdopen(handle, "wb") as out:
-                    out.write(bundle_header(send))
-                    for _, path in send:
-                        with open(path, "rb") as source:
-                            while block := source.read(1 << 20):
-                                out.write(block)
-                bundle = self._connection._shell.join_path(remote_tmp, "wheels.bundle")
-                self._transfer_file(local, bundle)
-                paths.append(bundle)
-                args = args + [bundle]
+                    out.writelines(bundle(send))
+                sent = self._connection._shell.join_path(remote_tmp, "wheels.bundle")
+                self._transfer_file(local, sent)
+                paths.append(sent)
+                args = args + [sent]
             self._fixup_perms2(paths, execute=False)
             command = shlex.join([python, remote] + args)
             return command, self._low_level_execute_command(command, sudoable=True)
