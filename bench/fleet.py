@@ -26,7 +26,6 @@ target was met; 1 on an error.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -41,19 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.files import load_file  # noqa: E402
 from tests.lab.lab import Lab, LabError  # noqa: E402
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # The role's host action: its bundle() makes the scp baseline the very bytes it sends.
-HOST_ACTION = _load("pip_wheelhouse_host_action",
-                    ROOT / "roles" / "pip_wheelhouse" / "action_plugins" / "pip_wheelhouse_host.py")
+HOST_ACTION = load_file("pip_wheelhouse_host_action",
+                        ROOT / "roles" / "pip_wheelhouse" / "action_plugins" / "pip_wheelhouse_host.py")
 
 ROLE = ROOT / "roles" / "pip_wheelhouse"
 BUILD = ROLE / "files" / "wheelhouse_build.py"

@@ -7,7 +7,6 @@ Ansible renders on localhost into tmp_path only; nothing here touches this machi
 keyring configuration."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import json
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.files import load_file
 from tests.unit.test_credential_helper import load_helper
 from tests.unit.test_pip_config_render import _controller_env, pip_reads, uv, uv_settings  # noqa: F401
 
@@ -34,17 +34,10 @@ TOKENS = {"python-feed": "pat-python-" + "a" * 30, "team-feed": "pat-team-" + "b
           "org-feed": "pat-org-" + "c" * 30}
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-filters = _load("pip_credential_helper_filters",
-                ROLE / "filter_plugins" / "pip_credential_helper.py")
-common = _load("pipfeed_common_filters",
-               ROOT / "roles" / "pipfeed_common" / "filter_plugins" / "pipfeed.py")
+filters = load_file("pip_credential_helper_filters",
+                    ROLE / "filter_plugins" / "pip_credential_helper.py")
+common = load_file("pipfeed_common_filters",
+                   ROOT / "roles" / "pipfeed_common" / "filter_plugins" / "pipfeed.py")
 
 
 def urls(feeds: list) -> list:

@@ -5,7 +5,6 @@ and pip runs with PIP_CONFIG_FILE pointing at the rendered file."""
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.files import load_file
 from tests.lab import packages
 
 pytestmark = pytest.mark.unit
@@ -266,10 +266,7 @@ def test_keep_existing_false_replaces_the_file(rendered):
 
 def test_merging_the_role_output_again_changes_nothing():
     """A second run reads the file the first wrote: the merge must give the same settings."""
-    spec = importlib.util.spec_from_file_location(
-        "pip_config_filters", ROLE / "filter_plugins" / "pip_config.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("pip_config_filters", ROLE / "filter_plugins" / "pip_config.py")
     existing = CASES["merge_existing"][1]
     owned = ["index-url", "extra-index-url", "no-index", "find-links", "trusted-host", "no-input"]
     extra = {"install": {"user": False}}
@@ -354,10 +351,7 @@ def test_uv_insecure_http_feed_is_allowed_by_host(rendered):
 ])
 def test_a_hand_written_pip_conf_that_the_role_must_not_take_over(existing, keep, expected):
     """Preflight's verdict on an existing pip.conf: never a quote of the file's values."""
-    spec = importlib.util.spec_from_file_location(
-        "pip_config_filters", ROLE / "filter_plugins" / "pip_config.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("pip_config_filters", ROLE / "filter_plugins" / "pip_config.py")
     problem = module.existing_problem(existing, keep)
     assert (expected in problem) if expected else problem == ""
     assert "s3cret" not in problem and "pw@" not in problem

@@ -3,7 +3,6 @@ against an index on loopback serving wheels made here), the feed reader, and the
 Nothing here talks to anything but loopback."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
@@ -12,19 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.files import load_file as load
 from tests.lab import feed as labfeed
 from tests.lab.packages import build_wheel
 
 pytestmark = pytest.mark.unit
 ROLES = Path(__file__).resolve().parents[2] / "roles"
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 publish = load("pipfeed_publish_program", ROLES / "pipfeed_publish" / "files" / "publish.py")

@@ -3,7 +3,6 @@ host's probe and atomic swap, and the comparison filter. Everything runs in tmp_
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.files import load_file as load
 from tests.lab import packages
 
 pytestmark = pytest.mark.unit
@@ -21,13 +21,6 @@ ROLE = Path(__file__).resolve().parents[2] / "roles" / "pip_wheelhouse"
 PY39 = {"key": "cp39-glibc2.31-x86_64", "python": "3.9", "abi": "cp39", "arch": "x86_64",
         "glibc": "2.31", "implementation": "cpython"}
 PY313 = dict(PY39, key="cp313-glibc2.41-x86_64", python="3.13", abi="cp313", glibc="2.41")
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 build = load("wheelhouse_build", ROLE / "files" / "wheelhouse_build.py")
