@@ -134,34 +134,29 @@ def converges(lab, workdir, variables: dict, playbooks=SITE, *args: str) -> tupl
 
 # ----- killed runs --------------------------------------------------------------------------
 
-def staging_holds(lab, name: str, host: str = "deb11-1", limit: float = 120.0) -> bool:
-    """Returns True once the host's script has written the file `name` into the next wheelhouse
-    version (the directory next to the current one that the swap will point at); False after
-    limit seconds without."""
-    pid = container_pid(lab, host)
+def until(condition, limit: float = 120.0, every: float = 0.05) -> bool:
+    """True as soon as condition() is; False when limit seconds pass without."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def staging_holds(lab, name: str, host: str = "deb11-1") -> bool:
+    """Whether the host's script has written the file `name` into the next wheelhouse version
+    (the directory next to the current one that the swap will point at)."""
     store = f"{Path(WHEELHOUSE).parent}/.{Path(WHEELHOUSE).name}.d"
     check = (f'cur=$(readlink -f {WHEELHOUSE}); for d in {store}/*/; do d="${{d%/}}"; '
              f'[ "$d" != "$cur" ] && [ -e "$d/{name}" ] && echo written; done; true')
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if "written" in in_host(lab, host, check, pid=pid):
-            return True
-        time.sleep(0.02)
-    return False
+    return "written" in in_host(lab, host, check)
 
 
-def applies_ended(lab, hosts: list[str], limit: float = 120.0) -> bool:
-    """Waits until no host runs the role's host script; False if one still does after limit
-    seconds."""
-    pids = {host: container_pid(lab, host) for host in hosts}
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        running = [host for host in hosts
-                   if in_host(lab, host, "pgrep -f '[w]heelhouse_host' || true", pid=pids[host])]
-        if not running:
-            return True
-        time.sleep(0.5)
-    return False
+def no_host_script(lab, hosts: list[str]) -> bool:
+    """Whether no host runs the role's host script."""
+    return not any(in_host(lab, host, "pgrep -f '[w]heelhouse_host' || true") for host in hosts)
+
 
 KILLS = [
     ("while /etc/pip.conf is written", "full", "Write /etc/pip.conf", 0.3),
@@ -183,7 +178,7 @@ def test_killed_run_leaves_every_host_working(request, lab, workdir, sets, worki
     seen = []
     wait = None
     if isinstance(delay, str):
-        wait = lambda: seen.append(staging_holds(lab, delay))  # noqa: E731
+        wait = lambda: seen.append(until(lambda: staging_holds(lab, delay)))  # noqa: E731
     slowed = slow_link(lab, HOSTS) if task.startswith("Send") else contextlib.nullcontext()
     with slowed:
         killed = run_and_kill(lab.inventory, SITE, sets[settings], workdir, task,
@@ -194,7 +189,8 @@ def test_killed_run_leaves_every_host_working(request, lab, workdir, sets, worki
     if task.startswith("Send"):
         # The controller died with its SSH masters: each host's script meets the cut stream,
         # removes what it wrote and ends; every host keeps the wheelhouse it had.
-        assert applies_ended(lab, HOSTS), "the host script still runs two minutes after the kill"
+        assert until(lambda: no_host_script(lab, HOSTS), every=0.5), \
+            "the host script still runs two minutes after the kill"
     held = all_work(lab)
     if task.startswith("Send"):
         assert set(held.values()) == {3}, held
