@@ -54,8 +54,11 @@ print(json.dumps(seen, sort_keys=True))
 """
 
 # Back to the host as the lab made it: no helper, no configuration, no wheelhouse.
+# Also Ansible's remote temporary directories: a run killed with its SSH connections (the fault
+# tests' dying controller) leaves the one of the module it was running.
 CLEAN = ("rm -rf /usr/local/bin/keyring /usr/local/lib/pipfeed /etc/pipfeed /root/.netrc "
-         "/home/labadmin/.netrc /etc/pip.conf /etc/pip.conf.*~ /etc/uv /var/lib/pipfeed; "
+         "/home/labadmin/.netrc /etc/pip.conf /etc/pip.conf.*~ /etc/uv /var/lib/pipfeed "
+         "/home/labadmin/.ansible/tmp/ansible-tmp-* /root/.ansible/tmp/ansible-tmp-*; "
          "if [ -L /usr/bin/keyring ]; then rm -f /usr/bin/keyring; fi; "
          "if dpkg-divert --list /usr/bin/keyring | grep -q .; then "
          "dpkg-divert --local --rename --remove /usr/bin/keyring; rm -f /usr/bin/keyring; fi; "
