@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fleet benchmark of the pip_wheelhouse role, on a lab of 6 hosts (2 per Debian release).
+"""Fleet benchmark of the pipfeed_wheelhouse role, on a lab of 6 hosts (2 per Debian release).
 
     .venv/bin/python bench/fleet.py [--runs N] [--lab NAME] [--keep]
 
@@ -45,10 +45,10 @@ from tests.lab.lab import Lab, LabError  # noqa: E402
 
 
 # The role's host action: its bundle() makes the scp baseline the very bytes it sends.
-HOST_ACTION = load_file("pip_wheelhouse_host_action",
-                        ROOT / "roles" / "pip_wheelhouse" / "action_plugins" / "pip_wheelhouse_host.py")
+HOST_ACTION = load_file("pipfeed_wheelhouse_host_action",
+                        ROOT / "roles" / "pipfeed_wheelhouse" / "action_plugins" / "pipfeed_wheelhouse_host.py")
 
-ROLE = ROOT / "roles" / "pip_wheelhouse"
+ROLE = ROOT / "roles" / "pipfeed_wheelhouse"
 BUILD = ROLE / "files" / "wheelhouse_build.py"
 PROBE = ROLE / "files" / "wheelhouse_host.py"
 BIN = Path(sys.executable).parent
@@ -84,7 +84,7 @@ class Fleet:
         self.work = work
         self.cache = work / "cache"
         self.vars_file = work / "vars.json"
-        self.vars_file.write_text(json.dumps({"pip_wheelhouse_cache_dir": str(self.cache)}))
+        self.vars_file.write_text(json.dumps({"pipfeed_wheelhouse_cache_dir": str(self.cache)}))
         self.vars_file.chmod(0o600)
         self.hosts = [h.name for h in lab.hosts]
 
@@ -197,12 +197,12 @@ def bench(lab: Lab, runs: int, out=sys.stdout) -> None:
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", file=out, flush=True)
 
         # (c) the controller step, first build against rebuild.
-        spec = {"requirements": settings["pip_wheelhouse_requirements"], "constraints": "",
-                "cache_dir": str(fleet.cache), "index_url": settings["pip_wheelhouse_index_url"],
-                "cert": settings["pip_wheelhouse_controller_cert"], "host_path": WHEELHOUSE,
+        spec = {"requirements": settings["pipfeed_wheelhouse_requirements"], "constraints": "",
+                "cache_dir": str(fleet.cache), "index_url": settings["pipfeed_wheelhouse_index_url"],
+                "cert": settings["pipfeed_wheelhouse_controller_cert"], "host_path": WHEELHOUSE,
                 "platforms": fleet.platforms()}
         netrc = work / "netrc"
-        host = settings["pip_wheelhouse_index_url"].split("/")[2]
+        host = settings["pipfeed_wheelhouse_index_url"].split("/")[2]
         netrc.write_text(f"machine {host} login pipfeed password {lab.token}\n")
         netrc.chmod(0o600)
         first, again, requests = [], [], []

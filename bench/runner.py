@@ -245,8 +245,8 @@ def configure_host(bench: Bench, wheelhouse_requirements: Path) -> float:
     """site.yml from the lab inventory on the bench host, with the benchmark's set as the
     wheelhouse; the feed is not slowed down for it. Returns its wall time."""
     lab = bench.lab
-    variables = {"pip_wheelhouse_requirements": str(wheelhouse_requirements),
-                 "pip_wheelhouse_cache_dir": str(lab.dir / "bench" / "wheelhouse-cache")}
+    variables = {"pipfeed_wheelhouse_requirements": str(wheelhouse_requirements),
+                 "pipfeed_wheelhouse_cache_dir": str(lab.dir / "bench" / "wheelhouse-cache")}
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=lab.dir / "bench",
                                      delete=False) as handle:
         json.dump(variables, handle)

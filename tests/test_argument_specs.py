@@ -1,5 +1,7 @@
 """Every role documents each of its variables: the options of meta/argument_specs.yml (all
-entry points) and the keys of defaults/main.yml must be the same set, with the same defaults."""
+entry points) and the keys of defaults/main.yml must be the same set, with the same defaults.
+A role's variables start with its name; pipfeed_common's are the shared settings, which start
+with pipfeed_ and are defined nowhere else."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +34,13 @@ def test_argument_specs_and_defaults_name_the_same_variables(role: Path):
     documented_defaults = {k for k, v in options.items() if "default" in v}
     assert sorted(documented_defaults - set(defaults)) == [], \
         f"{role.name}: a default in meta/argument_specs.yml that defaults/main.yml does not set"
+    shared = set(_load(ROLES / "pipfeed_common" / "defaults" / "main.yml"))
     for name in defaults:
-        assert name.startswith(role.name + "_"), f"{role.name}: {name} lacks the role's prefix"
+        if role.name == "pipfeed_common":
+            assert name.startswith("pipfeed_"), f"{name} lacks the project's prefix"
+        else:
+            assert name.startswith(role.name + "_"), f"{role.name}: {name} lacks the role's prefix"
+            assert name not in shared, f"{role.name}: {name} is a shared setting of pipfeed_common"
         assert options[name].get("description"), f"{role.name}: {name} has no description"
         assert "default" in options[name], f"{role.name}: {name} has no default in the spec"
         assert options[name]["default"] == defaults[name], \

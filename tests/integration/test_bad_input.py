@@ -105,49 +105,49 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
              "must be exported where ansible-playbook runs"]),
         "token-in-settings": (
             "the token written into a pip.conf setting",
-            {"pip_config_extra_settings": {"global": {"user-agent": "{{ lab_feed_token }}"}}},
-            ["The value of a feed's token_var appears in the pip_config settings",
+            {"pipfeed_config_extra_settings": {"global": {"user-agent": "{{ lab_feed_token }}"}}},
+            ["The value of a feed's token_var appears in the pipfeed_config settings",
              "belongs to the credential helper"]),
         "mode-unknown": (
-            "an unknown pip_config_mode", {"pip_config_mode": "mirror"},
-            ["pip_config_mode", "extra, primary, offline"]),
+            "an unknown pipfeed_mode", {"pipfeed_mode": "mirror"},
+            ["pipfeed_mode", "extra, primary, offline"]),
         "wheelhouse-path-relative": (
             "a relative wheelhouse path", {"pipfeed_wheelhouse_path": "var/lib/pipfeed/wheelhouse"},
-            ["pip_config_wheelhouse_path (from pipfeed_wheelhouse_path) is 'var/lib/pipfeed/wheelhouse'",
+            ["pipfeed_wheelhouse_path (from pipfeed_wheelhouse_path) is 'var/lib/pipfeed/wheelhouse'",
              "Set pipfeed_wheelhouse_path to an absolute path"]),
         "venv-path-relative": (
             "a relative virtual environment path",
-            {"pip_wheelhouse_venvs": [{"path": "opt/app/venv"}]},
-            ["pip_wheelhouse_venvs a mapping with an absolute path"]),
+            {"pipfeed_wheelhouse_venvs": [{"path": "opt/app/venv"}]},
+            ["pipfeed_wheelhouse_venvs a mapping with an absolute path"]),
         "stream-max-negative": (
-            "a negative pip_wheelhouse_stream_max_bytes", {"pip_wheelhouse_stream_max_bytes": -1},
-            ["pip_wheelhouse_min_free_bytes and pip_wheelhouse_stream_max_bytes numbers of bytes "
+            "a negative pipfeed_wheelhouse_stream_max_bytes", {"pipfeed_wheelhouse_stream_max_bytes": -1},
+            ["pipfeed_wheelhouse_min_free_bytes and pipfeed_wheelhouse_stream_max_bytes numbers of bytes "
              "(0 or more)"]),
         "index-feed-unknown": (
             "a wheelhouse index feed that no feed is named",
-            {"pip_wheelhouse_index_feed": "nosuchfeed"},
-            ["pip_wheelhouse_index_feed is 'nosuchfeed', which no feed of pipfeed_feeds",
+            {"pipfeed_wheelhouse_index_feed": "nosuchfeed"},
+            ["pipfeed_wheelhouse_index_feed is 'nosuchfeed', which no feed of pipfeed_feeds",
              "Name one of"]),
         "proxy-with-credentials": (
-            "a proxy URL with credentials", {"pip_config_proxy": f"http://me:{SECRET}@proxy.lab.test:3128"},
-            ["pip_config_proxy must be a proxy URL without credentials"]),
+            "a proxy URL with credentials", {"pipfeed_config_proxy": f"http://me:{SECRET}@proxy.lab.test:3128"},
+            ["pipfeed_config_proxy must be a proxy URL without credentials"]),
         "cert-missing": (
-            "a CA bundle that is not on the host", {"pip_config_cert": "/etc/ssl/no-such-bundle.pem"},
-            ["pip_config_cert is /etc/ssl/no-such-bundle.pem, which is not a file",
+            "a CA bundle that is not on the host", {"pipfeed_config_cert": "/etc/ssl/no-such-bundle.pem"},
+            ["pipfeed_config_cert is /etc/ssl/no-such-bundle.pem, which is not a file",
              "Put the CA bundle there first"]),
         "user-missing": (
-            "a helper user that does not exist", {"pip_credential_helper_users": ["nosuchuser"]},
-            ["pip_credential_helper_users names nosuchuser, which does not exist",
+            "a helper user that does not exist", {"pipfeed_credential_helper_users": ["nosuchuser"]},
+            ["pipfeed_credential_helper_users names nosuchuser, which does not exist",
              "create them first, or remove them from the list"]),
         "wheelhouse-python-missing": (
-            "a pip_wheelhouse_python that the host lacks",
-            {"pip_wheelhouse_python": "/usr/bin/python2"},
+            "a pipfeed_wheelhouse_python that the host lacks",
+            {"pipfeed_wheelhouse_python": "/usr/bin/python2"},
             ["/usr/bin/python2 could not read the wheelhouse on",
-             "point pip_wheelhouse_python at it"]),
+             "point pipfeed_wheelhouse_python at it"]),
         "python-unsupported": (
-            "an unsupported Python (pip_config_python: python2, which the host lacks)",
-            {"pip_config_python": "python2"},
-            ["'python2 -m pip' does not run", "point pip_config_python at a Python that has pip"]),
+            "an unsupported Python (pipfeed_config_python: python2, which the host lacks)",
+            {"pipfeed_config_python": "python2"},
+            ["'python2 -m pip' does not run", "point pipfeed_config_python at a Python that has pip"]),
     }
 
 
@@ -271,7 +271,7 @@ def host_states(lab, workdir, fresh):
 HOST_CASES = {
     "pip-missing": ("pip missing on the host (deb11-1)", "deb11-1",
                     ["'python3 -m pip' does not run on deb11-1", "apt-get install python3-pip",
-                     "point pip_config_python at a Python that has pip"]),
+                     "point pipfeed_config_python at a Python that has pip"]),
     "etc-read-only": ("a read-only /etc (deb12-1)", "deb12-1",
                       ["/etc on deb12-1 is not writable, even for root", "Make it writable"]),
     "pip-conf-with-token": (
@@ -314,7 +314,7 @@ def test_unparseable_hand_written_pip_conf_fails_before_any_host_changes(
         must(lab, host, sudo("rm -f /etc/pip.conf"))
     check_case(request, result, failure_messages(result.stdout), host,
                ["/etc/pip.conf on deb13-1", "cannot be parsed, so pip cannot read it either",
-                "or set pip_config_keep_existing: false"], before, after)
+                "or set pipfeed_config_keep_existing: false"], before, after)
 
 
 def test_unpinned_requirements_fail_before_any_host_changes(request, lab, workdir, fresh):
@@ -323,21 +323,21 @@ def test_unpinned_requirements_fail_before_any_host_changes(request, lab, workdi
     requirements = workdir / "unpinned.txt"
     requirements.write_text("requests>=2.0\n")
     result, before, after = one_run(lab, workdir, "deb12-1",
-                                    {"pip_wheelhouse_requirements": str(requirements)})
+                                    {"pipfeed_wheelhouse_requirements": str(requirements)})
     check_case(request, result, failure_messages(result.stdout), "deb12-1",
-               ["pip_wheelhouse_requirements line 1: 'requests>=2.0' is not pinned",
+               ["pipfeed_wheelhouse_requirements line 1: 'requests>=2.0' is not pinned",
                 "Pin it with '=='"], before, after)
 
 
 def test_feed_down_fails_before_any_host_changes(request, lab, workdir, fresh):
     request.node.user_properties.append(("case", "the feed down (`feed-down`)"))
     result, before, after = one_run(lab, workdir, "deb11-1",
-                                    {"pip_credential_helper_check_timeout": 5},
+                                    {"pipfeed_credential_helper_check_timeout": 5},
                                     prepare=lab.stop_feed, undo=lab.start_feed)
     assert result.elapsed < 300
     check_case(request, result, failure_messages(result.stdout), "deb11-1",
                ["deb11-1 cannot ask feed python-feed", "Check the URL, DNS, the proxy and the "
-                "firewall", "pip_credential_helper_check_token: false"], before, after)
+                "firewall", "pipfeed_credential_helper_check_token: false"], before, after)
 
 
 def test_wheel_whose_hash_does_not_match_fails_and_the_host_keeps_its_state(
@@ -350,15 +350,15 @@ def test_wheel_whose_hash_does_not_match_fails_and_the_host_keeps_its_state(
     host = "deb13-1"
     good = workdir / "idna.txt"
     good.write_text("idna==3.20\n")
-    cache = {"pip_wheelhouse_cache_dir": str(workdir / "cache")}
-    converge = run_playbooks(lab, workdir, SITE, {"pip_wheelhouse_requirements": str(good), **cache},
+    cache = {"pipfeed_wheelhouse_cache_dir": str(workdir / "cache")}
+    converge = run_playbooks(lab, workdir, SITE, {"pipfeed_wheelhouse_requirements": str(good), **cache},
                              "--limit", host)
     assert converge.returncode == 0, converge.stdout[-4000:]
     bad = workdir / "idna-bad-hash.txt"
     bad.write_text("idna==3.20 --hash=sha256:" + "0" * 64 + "\n")
     try:
         result, before, after = one_run(lab, workdir, host,
-                                        {"pip_wheelhouse_requirements": str(bad), **cache})
+                                        {"pipfeed_wheelhouse_requirements": str(bad), **cache})
         check_case(request, result, failure_messages(result.stdout), host,
                    ["which is none of the hashes the requirement set lists for idna==3.20",
                     "The index serves another file than the one that was locked"], before, after)

@@ -21,7 +21,7 @@ from tests.integration.support import must, sh, unprovision
 pytestmark = pytest.mark.integration
 
 PROGRAM = (Path(__file__).resolve().parents[2]
-           / "roles" / "pip_credential_helper" / "files" / "pipfeed-keyring")
+           / "roles" / "pipfeed_credential_helper" / "files" / "pipfeed-keyring")
 HOSTS = ["deb11-1", "deb12-1", "deb13-1"]
 SCRATCH = "/opt/pipfeed-helper-test"
 CONFIG = f"{SCRATCH}/credential-helper.json"

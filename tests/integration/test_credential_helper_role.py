@@ -1,4 +1,4 @@
-"""Role pip_credential_helper (with pip_config, through playbooks/hosts.yml) and
+"""Role pipfeed_credential_helper (with pipfeed_config, through playbooks/hosts.yml) and
 playbooks/rotate_token.yml on the lab's Debian 11/12/13 hosts.
 
 The run installs a canary token, taken from a controller environment variable, that the lab's
@@ -77,9 +77,9 @@ def feeds(lab, **source) -> list[dict]:
 def site_vars(lab, **settings) -> dict:
     return {"pipfeed_feeds": feeds(lab), "pipfeed_credential_helper": True,
             "pipfeed_wheelhouse": False,
-            "pip_credential_helper_users": ["labadmin"],
+            "pipfeed_credential_helper_users": ["labadmin"],
             # pip 26 on Python 3.9 (deb11) does not use the system store by itself.
-            "pip_config_cert": "/etc/ssl/certs/ca-certificates.crt", **settings}
+            "pipfeed_config_cert": "/etc/ssl/certs/ca-certificates.crt", **settings}
 
 
 def add_lab_tokens(lab, *entries: dict) -> None:
@@ -330,8 +330,8 @@ def test_token_without_read_scope_is_refused_by_the_site_run_too(lab, installed)
     assert result.returncode != 0
     assert "answered 403" in result.stdout and "Packaging (Read)" in result.stdout
     assert f"the controller environment variable {TOKEN_ENV} (token_env)" in result.stdout
-    # pip_config's checks run before the helper (they only read); nothing of it was written.
-    assert "pip_config : Write" not in result.stdout
+    # pipfeed_config's checks run before the helper (they only read); nothing of it was written.
+    assert "pipfeed_config : Write" not in result.stdout
     assert file_sha256(lab, "deb11-1", TOKEN_FILE) == before
 
 
@@ -340,7 +340,7 @@ def test_feed_down_fails_with_a_clear_message_and_keeps_the_old_token(lab, insta
     lab.stop_feed()
     try:
         result = run_playbook(lab, installed["tmp_path"], "rotate_token.yml",
-                              {"pipfeed_feeds": feeds(lab), "pip_credential_helper_check_timeout": 5},
+                              {"pipfeed_feeds": feeds(lab), "pipfeed_credential_helper_check_timeout": 5},
                               "--limit", "deb13-1", token_env=canary)
     finally:
         lab.start_feed()
@@ -358,10 +358,10 @@ def test_rotation_with_serial_replaces_the_token_everywhere_and_pip_uses_it(
     source.chmod(0o600)
     result = run_playbook(lab, installed["tmp_path"], "rotate_token.yml",
                           {"pipfeed_feeds": feeds(lab, token_file=str(source)),
-                           "pipfeed_rotate_serial": 1, "pip_credential_helper_users": ["labadmin"]})
+                           "pipfeed_rotate_serial": 1, "pipfeed_credential_helper_users": ["labadmin"]})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     # One batch per host, one after the other.
-    assert result.stdout.count("TASK [pip_credential_helper : Write each feed's token file]") == 3
+    assert result.stdout.count("TASK [pipfeed_credential_helper : Write each feed's token file]") == 3
     assert new not in result.stdout + result.stderr
     for host in HOSTS:
         assert file_sha256(lab, host, TOKEN_FILE) == sha256(new)

@@ -55,14 +55,14 @@ def sets(lab, workdir) -> dict:
     small = workdir / "small.txt"
     small.write_text("idna==3.20\ncertifi==2026.10.18\n")
     grown = workdir / "grown.txt"
-    grown.write_text(Path(lab_vars(lab)["pip_wheelhouse_requirements"]).read_text()
+    grown.write_text(Path(lab_vars(lab)["pipfeed_wheelhouse_requirements"]).read_text()
                      + "pyyaml==6.0.3\n")
-    return {"small": {"pip_wheelhouse_requirements": str(small),
-                      "pip_wheelhouse_cache_dir": str(workdir / "cache")},
-            "full": {"pip_wheelhouse_requirements": str(lab_vars(lab)["pip_wheelhouse_requirements"]),
-                     "pip_wheelhouse_cache_dir": str(workdir / "cache"), "pip_config_timeout": 30},
-            "grown": {"pip_wheelhouse_requirements": str(grown),
-                      "pip_wheelhouse_cache_dir": str(workdir / "cache"), "pip_config_timeout": 30}}
+    return {"small": {"pipfeed_wheelhouse_requirements": str(small),
+                      "pipfeed_wheelhouse_cache_dir": str(workdir / "cache")},
+            "full": {"pipfeed_wheelhouse_requirements": str(lab_vars(lab)["pipfeed_wheelhouse_requirements"]),
+                     "pipfeed_wheelhouse_cache_dir": str(workdir / "cache"), "pipfeed_config_timeout": 30},
+            "grown": {"pipfeed_wheelhouse_requirements": str(grown),
+                      "pipfeed_wheelhouse_cache_dir": str(workdir / "cache"), "pipfeed_config_timeout": 30}}
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,7 @@ def test_stalled_feed_fails_the_run_within_the_check_timeout(request, lab, workd
     lab.control(stall_s=60)
     try:
         result = run_playbooks(lab, workdir, SITE,
-                               {**sets["grown"], "pip_credential_helper_check_timeout": 5},
+                               {**sets["grown"], "pipfeed_credential_helper_check_timeout": 5},
                                "--limit", host, timeout=400)
     finally:
         lab.control(stall_s=0)
@@ -316,10 +316,10 @@ def test_full_disk_on_the_wheelhouse_path(request, lab, workdir, sets, working):
         ("case", "a full disk on the wheelhouse path (too little space, and filled mid-run)"))
     host = "deb13-1"
     bigger = workdir / "bigger.txt"
-    bigger.write_text(Path(sets["grown"]["pip_wheelhouse_requirements"]).read_text()
+    bigger.write_text(Path(sets["grown"]["pipfeed_wheelhouse_requirements"]).read_text()
                       + "click==8.5.1\nattrs==26.1.0\npyjwt==2.15.1\nisodate==0.7.2\n")
-    variables = {**sets["grown"], "pip_wheelhouse_requirements": str(bigger),
-                 "pip_wheelhouse_min_free_bytes": 0}
+    variables = {**sets["grown"], "pipfeed_wheelhouse_requirements": str(bigger),
+                 "pipfeed_wheelhouse_min_free_bytes": 0}
     # The host holds the grown set (as the tests before leave it); four small wheels are new.
     ready = run_playbooks(lab, workdir, SITE, sets["grown"], "--limit", host)
     assert ready.returncode == 0, ready.stdout[-4000:]

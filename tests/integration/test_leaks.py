@@ -2,7 +2,7 @@
 be found nowhere but where the design puts it.
 
 The canary is the feed's token (the lab's feed accepts it), given as the controller
-environment variable of the feed's token_env. The runs: site.yml twice (helper, pip_config and
+environment variable of the feed's token_env. The runs: site.yml twice (helper, pipfeed_config and
 a wheelhouse built from the feed with the canary), site.yml with the canary revoked at the feed
 (401), rotate_token.yml with the canary plus a line break (refused in preflight), and the
 wheelhouse build while the feed answers 500 (pip's own error in the message). Then real pip
@@ -72,7 +72,7 @@ def set_tokens(lab, *extra: dict, base: str) -> None:
 def runs(lab, canary, controller):
     tokens = lab.tokens_file.read_text()
     feeds = [{"name": "python-feed", "url": lab.feed_url, "token_env": TOKEN_ENV}]
-    variables = {"pipfeed_feeds": feeds, "pip_wheelhouse_cache_dir": str(controller["cache"])}
+    variables = {"pipfeed_feeds": feeds, "pipfeed_wheelhouse_cache_dir": str(controller["cache"])}
     done: dict = {}
     for host in HOSTS:
         clean(lab, host)
@@ -110,7 +110,7 @@ def runs(lab, canary, controller):
         try:
             done["build at 500"] = run_playbooks(
                 lab, controller["root"], ["playbooks/wheelhouse.yml"],
-                {**variables, "pip_wheelhouse_cache_dir": str(controller["cache"] / "fresh")},
+                {**variables, "pipfeed_wheelhouse_cache_dir": str(controller["cache"] / "fresh")},
                 "-vvv", "--limit", "deb13-1", env=env)
         finally:
             lab.control(error_status=None)

@@ -58,7 +58,7 @@ def test_fleet_of_12_runs_site_then_installs_concurrently_from_the_feed(
     hosts = fleet.hosts
     assert len(hosts) >= 12
     site = run_playbooks(fleet, tmp_path, ["site.yml"],
-                         {"pip_wheelhouse_cache_dir": str(tmp_path / "cache")},
+                         {"pipfeed_wheelhouse_cache_dir": str(tmp_path / "cache")},
                          env=ansible_env(ANSIBLE_FORKS="25"), timeout=1800)
     assert site.returncode == 0, site.stdout[-6000:] + site.stderr
     stats = recap(site.stdout)

@@ -1,4 +1,4 @@
-"""Role pip_config on the lab's Debian 11/12/13 hosts (pip 20.3, 23.0, 25.1): the real
+"""Role pipfeed_config on the lab's Debian 11/12/13 hosts (pip 20.3, 23.0, 25.1): the real
 playbook writes /etc/pip.conf and /etc/uv/uv.toml, and real pip and uv resolve from the feed in
 each mode, as the feed's access log shows. Check mode on a fresh host changes nothing and
 predicts the first run; the second run changes nothing; bad input stops before any change.
@@ -27,7 +27,7 @@ MANAGED = ["/etc/pip.conf", "/etc/uv/uv.toml"]
 def feed_vars(lab, **settings) -> dict:
     feeds = [{"name": "python-feed", "url": lab.feed_url, "token_var": "lab_feed_token"}]
     # The token is in the run's variables, so preflight's token check and no_log are exercised.
-    # pip_config alone: the lab inventory's other roles (helper, wheelhouse) off.
+    # pipfeed_config alone: the lab inventory's other roles (helper, wheelhouse) off.
     return {"pipfeed_feeds": feeds, "lab_feed_token": lab.token,
             "pipfeed_credential_helper": False, "pipfeed_wheelhouse": False, **settings}
 
@@ -87,7 +87,7 @@ def fresh(lab):
 
 def test_check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_first_run(lab, fresh,
                                                                              tmp_path):
-    variables = feed_vars(lab, pip_config_mode="primary")
+    variables = feed_vars(lab, pipfeed_mode="primary")
     checked = play(lab, tmp_path, variables, "--check", "--diff")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     for host in HOSTS:
@@ -101,8 +101,8 @@ def test_check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_first_run(la
     predicted, done = changed_tasks(checked.stdout), changed_tasks(first.stdout)
     assert set(done) == set(HOSTS)
     assert predicted == done
-    assert done["deb12-1"] == ["pip_config : Write /etc/pip.conf", "pip_config : Create /etc/uv",
-                               "pip_config : Write /etc/uv/uv.toml"]
+    assert done["deb12-1"] == ["pipfeed_config : Write /etc/pip.conf", "pipfeed_config : Create /etc/uv",
+                               "pipfeed_config : Write /etc/uv/uv.toml"]
 
     second = play(lab, tmp_path, variables)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -153,13 +153,13 @@ def ensure_uv(lab, machine) -> None:
 def test_extra_mode_warns_that_pypi_does_not_answer_and_still_resolves_from_the_feed(
         lab, tmp_path):
     # Short timeout and no retries: each pip call waits 2 s on the dropped PyPI, not 90 s.
-    variables = feed_vars(lab, pip_config_mode="extra", pip_config_timeout=2,
-                          pip_config_retries=0)
+    variables = feed_vars(lab, pipfeed_mode="extra", pipfeed_config_timeout=2,
+                          pipfeed_config_retries=0)
     result = play(lab, tmp_path, variables)
     assert result.returncode == 0, result.stdout + result.stderr
     for host in HOSTS:
         assert f"https://pypi.org/simple/ does not answer from {host}" in result.stdout
-    assert "Set pip_config_mode: primary" in result.stdout
+    assert "Set pipfeed_mode: primary" in result.stdout
     for host in HOSTS:
         machine = lab.testinfra(host)
         assert_pip_reads_etc_pip_conf(machine)
@@ -180,10 +180,10 @@ def test_extra_mode_warns_that_pypi_does_not_answer_and_still_resolves_from_the_
     again = play(lab, tmp_path, variables)
     assert all(recap(again.stdout)[h]["changed"] == 0 for h in HOSTS), again.stdout
 
-    failing = play(lab, tmp_path, dict(variables, pip_config_fail_on_unreachable_pypi=True),
+    failing = play(lab, tmp_path, dict(variables, pipfeed_config_fail_on_unreachable_pypi=True),
                    "--limit", "deb13-1")
     assert failing.returncode != 0
-    assert "pip_config_mode: primary" in failing.stdout
+    assert "pipfeed_mode: primary" in failing.stdout
 
 
 def test_offline_mode_installs_from_the_wheelhouse_without_the_network(lab, tmp_path):
@@ -194,7 +194,7 @@ def test_offline_mode_installs_from_the_wheelhouse_without_the_network(lab, tmp_
              f"> {WHEELHOUSE}/{wheel.name}")
         with netrc(lab, host):
             ensure_uv(lab, lab.testinfra(host))
-    result = play(lab, tmp_path, feed_vars(lab, pip_config_mode="offline"))
+    result = play(lab, tmp_path, feed_vars(lab, pipfeed_mode="offline"))
     assert result.returncode == 0, result.stdout + result.stderr
     for host in HOSTS:
         machine = lab.testinfra(host)
@@ -211,7 +211,7 @@ def test_offline_mode_installs_from_the_wheelhouse_without_the_network(lab, tmp_
                               "-d /tmp/dl requests")
         assert missing.rc != 0
         assert feed_requests(lab, host, mark) == []
-    again = play(lab, tmp_path, feed_vars(lab, pip_config_mode="offline"))
+    again = play(lab, tmp_path, feed_vars(lab, pipfeed_mode="offline"))
     assert all(recap(again.stdout)[h]["changed"] == 0 for h in HOSTS), again.stdout
 
 
@@ -221,7 +221,7 @@ def test_existing_pip_conf_keeps_unrelated_settings_with_backup_and_diff(lab, tm
                 "timeout = 42\n\n[list]\nformat = columns\n")
     encoded = base64.b64encode(original.encode()).decode()
     sudo(lab, host, f"rm -f /etc/pip.conf.*~ && echo {encoded} | base64 -d > /etc/pip.conf")
-    result = play(lab, tmp_path, feed_vars(lab, pip_config_mode="primary"), "--diff",
+    result = play(lab, tmp_path, feed_vars(lab, pipfeed_mode="primary"), "--diff",
                   "--limit", host)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "-extra-index-url = https://old.example.test/simple/" in result.stdout
@@ -236,7 +236,7 @@ def test_existing_pip_conf_keeps_unrelated_settings_with_backup_and_diff(lab, tm
 
 @pytest.mark.parametrize("url, expected", [
     ("https://lab:{token}@feed.lab.test/contoso/_packaging/python-feed/pypi/simple/",
-     "pip_credential_helper"),
+     "pipfeed_credential_helper"),
     ("http://feed.lab.test/contoso/_packaging/python-feed/pypi/simple/", "insecure_http: true"),
     ("feed.lab.test/simple/", "absolute https URL"),
 ])
@@ -255,14 +255,14 @@ def test_preflight_refuses_bad_feed_urls_before_any_change(lab, tmp_path, url, e
 
 
 def test_preflight_says_how_to_get_pip_when_it_is_missing(lab, tmp_path):
-    result = play(lab, tmp_path, feed_vars(lab, pip_config_python="/usr/bin/python3-nopip"),
+    result = play(lab, tmp_path, feed_vars(lab, pipfeed_config_python="/usr/bin/python3-nopip"),
                   "--limit", "deb11-1")
     assert result.returncode != 0
     assert "apt-get install python3-pip" in result.stdout
-    assert "pip_config_python" in result.stdout
+    assert "pipfeed_config_python" in result.stdout
 
 
 def test_an_unknown_mode_is_refused_naming_the_variable(lab, tmp_path):
-    result = play(lab, tmp_path, feed_vars(lab, pip_config_mode="mirror"), "--limit", "deb11-1")
+    result = play(lab, tmp_path, feed_vars(lab, pipfeed_mode="mirror"), "--limit", "deb11-1")
     assert result.returncode != 0
-    assert "pip_config_mode" in result.stdout and "extra, primary, offline" in result.stdout
+    assert "pipfeed_mode" in result.stdout and "extra, primary, offline" in result.stdout

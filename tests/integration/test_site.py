@@ -94,9 +94,9 @@ def test_full_run_converges_the_rest_and_changes_nothing_on_converged_hosts(lab,
         assert done.returncode == 0, f"{host}: {done.stdout}{done.stderr}"
 
 
-@pytest.mark.parametrize("tag,role", [("pip_config", "pip_config"),
-                                      ("pip_wheelhouse", "pip_wheelhouse"),
-                                      ("pip_credential_helper", "pip_credential_helper")])
+@pytest.mark.parametrize("tag,role", [("pipfeed_config", "pipfeed_config"),
+                                      ("pipfeed_wheelhouse", "pipfeed_wheelhouse"),
+                                      ("pipfeed_credential_helper", "pipfeed_credential_helper")])
 def test_a_tag_selects_one_role(lab, tag, role):
     listing = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(lab.inventory),
                               str(ROOT / "site.yml"), "--list-tasks", "--tags", tag],

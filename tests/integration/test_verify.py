@@ -78,11 +78,11 @@ def test_refused_token_and_missing_wheel_fail_those_hosts_naming_the_fix(lab, wo
         assert "deb11-1  UNHEALTHY" in lines["deb11-1"]
         assert f"{wheel} (missing)" in lines["deb11-1"]
         assert "offline dry run failed" in lines["deb11-1"]
-        assert "Run site.yml (tag pip_wheelhouse)" in lines["deb11-1"]
+        assert "Run site.yml (tag pipfeed_wheelhouse)" in lines["deb11-1"]
     finally:
         must(lab, "deb13-1", sudo(f"mv /root/token.bak {TOKEN_FILE}"))
     # The fix the message names: the wheelhouse role sends the missing wheel again.
-    repaired = run_playbooks(lab, workdir, ["site.yml"], {}, "--tags", "pip_wheelhouse",
+    repaired = run_playbooks(lab, workdir, ["site.yml"], {}, "--tags", "pipfeed_wheelhouse",
                              "--limit", "deb11-1")
     assert repaired.returncode == 0, repaired.stdout[-5000:]
     again = verify(lab, workdir, "--limit", "deb11-1,deb13-1")
@@ -95,7 +95,7 @@ def test_stopped_feed_fails_every_host_and_mode_extra_warns_of_the_slow_path(lab
     try:
         # Asked as if the hosts were in mode extra: pip.conf disagrees, and PyPI's silence is
         # the slow path every install would wait on.
-        result = verify(lab, workdir, pip_config_mode="extra")
+        result = verify(lab, workdir, pipfeed_mode="extra")
     finally:
         lab.start_feed()
     assert result.returncode != 0

@@ -1,4 +1,4 @@
-"""Role pip_wheelhouse on the lab's Debian 11/12/13 hosts (Python 3.9, 3.11, 3.13): the
+"""Role pipfeed_wheelhouse on the lab's Debian 11/12/13 hosts (Python 3.9, 3.11, 3.13): the
 controller builds one wheelhouse per platform from the feed, each host gets what it lacks in
 one archive, and real pip and uv then install with the feed stopped and no request to any
 index. The set holds a release that the feed has only as an sdist: one host of each platform
@@ -90,16 +90,16 @@ def requirements(workdir, sdist_on_feed) -> Path:
 
 def play(lab, workdir: Path, requirements: Path, check: bool = False, env: dict | None = None,
          args: tuple = (), **settings) -> subprocess.CompletedProcess:
-    """pip_config (find-links on) then the wheelhouse, as site.yml runs them."""
+    """pipfeed_config (find-links on) then the wheelhouse, as site.yml runs them."""
     variables = {
         "lab_feed_token": lab.token,
-        # The wheelhouse on (pip_config's find-links follows); the helper is tested elsewhere.
+        # The wheelhouse on (pipfeed_config's find-links follows); the helper is tested elsewhere.
         "pipfeed_wheelhouse": True,
         "pipfeed_credential_helper": False,
-        "pip_wheelhouse_requirements": str(requirements),
-        "pip_wheelhouse_cache_dir": str(workdir / "cache"),
-        "pip_wheelhouse_index_url": lab.controller_feed_url,
-        "pip_wheelhouse_controller_cert": str(lab.ca_file),
+        "pipfeed_wheelhouse_requirements": str(requirements),
+        "pipfeed_wheelhouse_cache_dir": str(workdir / "cache"),
+        "pipfeed_wheelhouse_index_url": lab.controller_feed_url,
+        "pipfeed_wheelhouse_controller_cert": str(lab.ca_file),
         **settings,
     }
     return run_playbooks(lab, workdir, ["playbooks/hosts.yml", "playbooks/wheelhouse.yml"],
@@ -188,7 +188,7 @@ def test_check_mode_names_the_changes_of_the_run_after_it_and_changes_nothing(la
     assert set(made) == set(HOSTS)
     for host in HOSTS:
         assert sorted(predicted.get(host, [])) == sorted(made[host]), host
-        assert "pip_wheelhouse : Send the missing wheels, check every hash against the " \
+        assert "pipfeed_wheelhouse : Send the missing wheels, check every hash against the " \
             "manifest, and swap the wheelhouse" in made[host]
     for host, listing in checked.untouched.items():
         assert listing.count("No such file or directory") == 3, (host, listing)
@@ -246,8 +246,8 @@ def test_pip_and_uv_install_offline_with_the_feed_stopped(lab, seeded):
 def test_venv_step_installs_the_set_with_hashes_and_check_mode_predicts_it(
         lab, workdir, requirements, seeded):
     venvs = [{"path": "/opt/wh-test/venv"}]
-    predicted = play(lab, workdir, requirements, check=True, pip_wheelhouse_venvs=venvs)
-    result = play(lab, workdir, requirements, pip_wheelhouse_venvs=venvs)
+    predicted = play(lab, workdir, requirements, check=True, pipfeed_wheelhouse_venvs=venvs)
+    result = play(lab, workdir, requirements, pipfeed_wheelhouse_venvs=venvs)
     try:
         assert predicted.returncode == 0, predicted.stdout[-6000:] + predicted.stderr
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr
@@ -274,10 +274,10 @@ def _corrupt(lab, host: str) -> tuple[str, str]:
 # The project's ansible.cfg pipelines, and the missing wheels then follow the host script on
 # its stdin. The two other ways the role's action sends them, as a file first: pipelining off
 # (as in an ansible.cfg that does not turn it on), and more wheels than
-# pip_wheelhouse_stream_max_bytes.
+# pipfeed_wheelhouse_stream_max_bytes.
 @pytest.mark.parametrize("host, env, variables", [
     ("deb12-1", {"ANSIBLE_PIPELINING": "False"}, {}),
-    ("deb13-1", {}, {"pip_wheelhouse_stream_max_bytes": 0}),
+    ("deb13-1", {}, {"pipfeed_wheelhouse_stream_max_bytes": 0}),
 ], ids=["pipelining-off", "over-stream-max"])
 def test_corrupted_wheel_on_a_host_is_detected_and_replaced(lab, workdir, requirements, seeded,
                                                            host, env, variables):
@@ -313,7 +313,7 @@ def test_too_little_free_space_fails_cleanly_and_keeps_the_old_wheelhouse(
     grown = workdir / "requirements-grown.txt"
     grown.write_text(requirements.read_text() + "pyyaml==6.0.3\n")
     versions = {host: current_version(lab, host) for host in HOSTS}
-    result = play(lab, workdir, grown, pip_wheelhouse_min_free_bytes=2 ** 60)
+    result = play(lab, workdir, grown, pipfeed_wheelhouse_min_free_bytes=2 ** 60)
     assert result.returncode != 0
     said = " ".join(result.stdout.split())
     assert "free where /var/lib/pipfeed/wheelhouse lives" in said, result.stdout[-3000:]

@@ -587,16 +587,16 @@ class Lab:
                 "pipfeed_feeds": [{"name": FEED, "url": self.feed_url,
                                    "token_var": "lab_feed_token"}],
                 "lab_feed_token": "{{ lookup('ansible.builtin.file', lab_feed_token_file) }}",
-                "pip_config_mode": "primary",
+                "pipfeed_mode": "primary",
                 # The credential helper, for root and the lab's admin account.
                 "pipfeed_credential_helper": True,
-                "pip_credential_helper_users": [ADMIN_USER],
+                "pipfeed_credential_helper_users": [ADMIN_USER],
                 # A wheelhouse of a pinned closure, built from the feed as the controller
                 # reaches it (by address: the name feed.lab.test resolves on the hosts only).
                 "pipfeed_wheelhouse": True,
-                "pip_wheelhouse_requirements": str(requirements),
-                "pip_wheelhouse_index_url": self.controller_feed_url,
-                "pip_wheelhouse_controller_cert": str(self.ca_file),
+                "pipfeed_wheelhouse_requirements": str(requirements),
+                "pipfeed_wheelhouse_index_url": self.controller_feed_url,
+                "pipfeed_wheelhouse_controller_cert": str(self.ca_file),
             }}}
         self.inventory.parent.mkdir(exist_ok=True)
         # JSON is YAML; it keeps this writer free of a YAML dependency.

@@ -44,7 +44,7 @@ def controller_env(for_lab: bool = False, **extra: str) -> dict[str, str]:
 
 # The lab's wheelhouse: a pinned subset of the package set with compiled wheels (cryptography,
 # cffi, numpy, pydantic-core, charset-normalizer, uv) and its whole dependency tree, for every
-# lab Python. The lab inventory names it as pip_wheelhouse_requirements; the wheelhouse tests
+# lab Python. The lab inventory names it as pipfeed_wheelhouse_requirements; the wheelhouse tests
 # use it too.
 WHEELHOUSE_NAMES = frozenset({
     "requests", "certifi", "charset-normalizer", "idna", "urllib3", "cryptography", "cffi",

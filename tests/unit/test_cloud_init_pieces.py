@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.files import plugin, run_action
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,28 +28,32 @@ def load(name: str, path: Path):
     return module
 
 
-wheel_tool = load("project_wheel", ROOT / "roles/pipfeed_cloud_init/files/project_wheel.py")
+wheel_tool = plugin("plugin_utils.project_wheel")
 verify = load("pipfeed_verify", ROOT / "roles/pipfeed_verify/files/pipfeed_verify.py")
 
 
 def test_project_wheel_is_reproducible_and_carries_the_playbooks_not_the_tests(tmp_path):
-    first = wheel_tool.build(str(ROOT), str(tmp_path / "a"), ["ansible-core==2.19.14"])
-    second = wheel_tool.build(str(ROOT), str(tmp_path / "b"), ["ansible-core==2.19.14"])
+    first = wheel_tool.build(str(tmp_path / "a"), ["ansible-core==2.19.14"])
+    second = wheel_tool.build(str(tmp_path / "b"), ["ansible-core==2.19.14"])
     assert first["sha256"] == second["sha256"] and first["version"] == second["version"]
-    other = wheel_tool.build(str(ROOT), str(tmp_path / "c"), ["ansible-core==2.19.13"])
+    other = wheel_tool.build(str(tmp_path / "c"), ["ansible-core==2.19.13"])
     assert other["version"] != first["version"]
     with zipfile.ZipFile(first["path"]) as archive:
         names = archive.namelist()
-        record = archive.read(f"pipfeed_project-{first['version']}.dist-info/RECORD").decode()
-        metadata = archive.read(f"pipfeed_project-{first['version']}.dist-info/METADATA")
+        dist = f"pipfeed_feed_collection-{first['version']}.dist-info"
+        record = archive.read(f"{dist}/RECORD").decode()
+        metadata = archive.read(f"{dist}/METADATA")
         for line in record.splitlines():
             path, digest, size = line.split(",")
             if digest:
                 data = archive.read(path)
                 assert digest == "sha256=" + base64.urlsafe_b64encode(
                     hashlib.sha256(data).digest()).rstrip(b"=").decode() and int(size) == len(data)
-    assert "pipfeed_project/project/site.yml" in names
-    assert "pipfeed_project/project/roles/pip_config/tasks/main.yml" in names
+    # The collection, where Ansible looks for collections in the venv's site-packages.
+    assert "ansible_collections/pipfeed/feed/playbooks/site.yml" in names
+    assert "ansible_collections/pipfeed/feed/roles/pipfeed_config/tasks/main.yml" in names
+    assert "ansible_collections/pipfeed/feed/plugins/lookup/token.py" in names
+    assert not [n for n in names if "pipfeed_publish" in n or "pipfeed_cloud_init" in n]
     assert not [n for n in names if "/molecule/" in n or n.endswith("README.md")]
     assert b"Requires-Dist: ansible-core==2.19.14" in metadata
 
@@ -67,7 +73,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 
 def test_upload_sends_the_wheels_exact_bytes_and_the_token_only_in_its_header(tmp_path):
-    wheel = wheel_tool.build(str(ROOT), str(tmp_path), [])
+    wheel = wheel_tool.build(str(tmp_path), [])
     server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/upload/"
@@ -77,8 +83,13 @@ def test_upload_sends_the_wheels_exact_bytes_and_the_token_only_in_its_header(tm
         Recorder.answer = 409
         assert not wheel_tool.upload(url, wheel, "", "pipfeed", "canary-token-1")["uploaded"]
         Recorder.answer = 403
-        with pytest.raises(SystemExit, match="Packaging"):
+        with pytest.raises(wheel_tool.ProjectWheelError, match="Packaging"):
             wheel_tool.upload(url, wheel, "", "pipfeed", "canary-token-1")
+        # The action that runs it says the same, and never the token.
+        answer = run_action("project_wheel", {"command": "upload", "url": url, "wheel": wheel,
+                                              "token": "canary-token-1"})
+        assert answer["failed"] and "Packaging" in answer["msg"]
+        assert "canary-token-1" not in json.dumps(answer)
     finally:
         server.shutdown()
     headers, body = Recorder.seen[0]
@@ -101,7 +112,7 @@ def test_verify_finds_a_missing_and_a_changed_wheel(tmp_path):
     assert verify.check_wheelhouse({"wheelhouse_path": str(tmp_path)}, report)
     assert report["facts"]["wheelhouse"]["bad"] == [
         "b-1-py3-none-any.whl (wrong sha256)", "c-1-py3-none-any.whl (missing)"]
-    assert "pip_wheelhouse" in report["problems"][0]
+    assert "pipfeed_wheelhouse" in report["problems"][0]
 
 
 def test_verify_reads_the_netrc_entry_that_old_pips_use(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The credential helper (roles/pip_credential_helper/files/pipfeed-keyring): every request form
+"""The credential helper (plugins/module_utils/pipfeed_keyring.py, installed as pipfeed-keyring): every request form
 pip and uv use, URL matching against prefix tricks, token file refusals, and the hand-over to a
 real keyring. Imported as a module for the pure parts and run as a program for the rest."""
 from __future__ import annotations
@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.files import program
+
 pytestmark = pytest.mark.unit
 
-PROGRAM = (Path(__file__).resolve().parents[2]
-           / "roles" / "pip_credential_helper" / "files" / "pipfeed-keyring")
+PROGRAM = program("pipfeed-keyring")
 FEED = "https://feed.lab.test/contoso/_packaging/python-feed/pypi/simple/"
 TOKEN = "unitpat" + "q" * 40
 
 
 def load_helper():
-    loader = importlib.machinery.SourceFileLoader("pipfeed_keyring", str(PROGRAM))
-    spec = importlib.util.spec_from_loader("pipfeed_keyring", loader)
+    """A fresh copy of the helper's module, which a test may patch (TRUSTED_UID) alone."""
+    loader = importlib.machinery.SourceFileLoader("pipfeed_keyring_under_test", str(PROGRAM))
+    spec = importlib.util.spec_from_loader("pipfeed_keyring_under_test", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module

@@ -1,5 +1,5 @@
-"""The pip_credential_helper role's pieces that need no host: its filters, the token lookup from
-each of the three sources, the netrc it writes, and pip_config's files once the shared switch
+"""The pipfeed_credential_helper role's pieces that need no host: its filters, the token lookup from
+each of the three sources, the netrc it writes, and pipfeed_config's files once the shared switch
 pipfeed_credential_helper is on, read back by pip's configuration reader, by uv 0.13.9, and by
 the helper program itself (which must answer each feed's URL with that feed's own token).
 
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.files import load_file
+from tests.files import COLLECTIONS, plugin
 from tests.unit.test_credential_helper import load_helper
-from tests.unit.test_pip_config_render import _controller_env, pip_reads, uv, uv_settings  # noqa: F401
+from tests.unit.test_pipfeed_config_render import _controller_env, pip_reads, uv, uv_settings  # noqa: F401
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "pip_credential_helper"
-PIP_CONFIG = ROOT / "roles" / "pip_config"
+ROLE = ROOT / "roles" / "pipfeed_credential_helper"
+PIP_CONFIG = ROOT / "roles" / "pipfeed_config"
 BIN = Path(sys.executable).parent
 
 FEED = "https://feed.example.test/contoso/_packaging/python-feed/pypi/simple/"
@@ -34,14 +34,8 @@ TOKENS = {"python-feed": "pat-python-" + "a" * 30, "team-feed": "pat-team-" + "b
           "org-feed": "pat-org-" + "c" * 30}
 
 
-filters = load_file("pip_credential_helper_filters",
-                    ROLE / "filter_plugins" / "pip_credential_helper.py")
-common = load_file("pipfeed_common_filters",
-                   ROOT / "roles" / "pipfeed_common" / "filter_plugins" / "pipfeed.py")
-
-
-def urls(feeds: list) -> list:
-    return [common.feed_url(feed) for feed in feeds]
+feeds_model = plugin("plugin_utils.feeds")
+COMMON = ROOT / "roles" / "pipfeed_common"
 
 
 def three_feeds(token_file: Path) -> list[dict]:
@@ -58,10 +52,10 @@ def three_feeds(token_file: Path) -> list[dict]:
 # ----- filters ------------------------------------------------------------------------------
 
 def test_token_sources_must_be_exactly_one():
-    assert filters.token_sources({"token_var": "x"}) == ["token_var"]
-    assert filters.token_sources({"token_var": "x", "token_env": "Y"}) == ["token_var", "token_env"]
-    assert filters.token_sources({"token_file": ""}) == []
-    assert filters.token_source({"token_env": "PAT"}) == \
+    assert feeds_model.token_sources({"token_var": "x"}) == ["token_var"]
+    assert feeds_model.token_sources({"token_var": "x", "token_env": "Y"}) == ["token_var", "token_env"]
+    assert feeds_model.token_sources({"token_file": ""}) == []
+    assert feeds_model.token_source({"token_env": "PAT"}) == \
         "the controller environment variable PAT (token_env)"
 
 
@@ -72,14 +66,14 @@ def test_token_sources_must_be_exactly_one():
     (None, "is not a string"),
 ])
 def test_token_problem_names_what_is_wrong_never_the_value(token, problem):
-    assert filters.token_problem(token) == problem
+    assert feeds_model.token_problem(token) == problem
     if token:
         assert token.strip() not in problem
 
 
 def test_helper_config_gives_each_feed_its_own_token_file(tmp_path):
     feeds = three_feeds(tmp_path / "t")
-    config = filters.helper_config(feeds, urls(feeds), "pipfeed", "/etc/pipfeed/tokens")
+    config = feeds_model.helper_config(feeds, "pipfeed", "/etc/pipfeed/tokens")
     assert config == {"username": "pipfeed", "feeds": [
         {"name": "python-feed", "url": FEED, "token_file": "/etc/pipfeed/tokens/python-feed.token"},
         {"name": "team-feed", "url": TEAM, "token_file": "/etc/pipfeed/tokens/team-feed.token"},
@@ -89,15 +83,15 @@ def test_helper_config_gives_each_feed_its_own_token_file(tmp_path):
 
 def test_netrc_has_one_entry_per_host_and_names_the_feeds_it_cannot_tell_apart(tmp_path):
     feeds = three_feeds(tmp_path / "t")
-    assert filters.netrc_hosts(feeds, urls(feeds)) == [
+    assert feeds_model.netrc_hosts(feeds) == [
         ["feed.example.test", 0, []], ["pkgs.dev.azure.com", 1, ["org-feed"]]]
 
 
 def test_url_space_tells_feeds_apart_as_the_helper_does():
-    assert filters.url_space(TEAM) == \
+    assert feeds_model.url_space(TEAM) == \
         "https://pkgs.dev.azure.com:443/contoso/platform/_packaging/team-feed/pypi/"
-    assert filters.url_space("https://Feed.Example.test:443/x/simple") == \
-        filters.url_space("https://feed.example.test/x/")
+    assert feeds_model.url_space("https://Feed.Example.test:443/x/simple") == \
+        feeds_model.url_space("https://feed.example.test/x/")
 
 
 def test_the_real_helper_answers_each_feed_url_with_its_own_token(tmp_path, monkeypatch,
@@ -114,8 +108,7 @@ def test_the_real_helper_answers_each_feed_url_with_its_own_token(tmp_path, monk
         path.chmod(0o640)
     config = tmp_path / "credential-helper.json"
     feeds = three_feeds(tmp_path / "t")
-    config.write_text(json.dumps(filters.helper_config(feeds, urls(feeds), "pipfeed",
-                                                       str(token_dir))))
+    config.write_text(json.dumps(feeds_model.helper_config(feeds, "pipfeed", str(token_dir))))
     config.chmod(0o644)
     monkeypatch.setenv(helper.CONFIG_ENV, str(config))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -143,31 +136,31 @@ def _tokens_task_content(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    """One localhost run: the tokens from all three sources, the netrc, and pip_config's
+    """One localhost run: the tokens from all three sources, the netrc, and pipfeed_config's
     pip.conf and uv.toml with the shared switch on."""
     out = tmp_path_factory.mktemp("credential_helper_role")
     token_file = out / "org-feed.pat"
     token_file.write_text(TOKENS["org-feed"] + "\n")
     feeds = three_feeds(token_file)
+    common_defaults = yaml.safe_load((COMMON / "defaults" / "main.yml").read_text())
     helper_defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     config_defaults = yaml.safe_load((PIP_CONFIG / "defaults" / "main.yml").read_text())
-    netrc_content, netrc_vars = _tokens_task_content("Write {{ __pip_credential_helper_netrc_file }}")
-    play_vars = {**helper_defaults, **config_defaults}
-    play_vars.update(pipfeed_feeds=feeds, pipfeed_credential_helper=True, pip_config_mode="primary",
+    netrc_content, netrc_vars = _tokens_task_content("Write {{ __pipfeed_credential_helper_netrc_file }}")
+    play_vars = {**common_defaults, **helper_defaults, **config_defaults}
+    play_vars.update(pipfeed_feeds=feeds, pipfeed_credential_helper=True, pipfeed_mode="primary",
                      python_feed_token=TOKENS["python-feed"], __out=str(out),
-                     __pip_config_kept=[],
-                     __pip_config_wheelhouse_stat={"stat": {"exists": False, "isdir": False}})
+                     __pipfeed_config_kept=[],
+                     __pipfeed_config_wheelhouse_stat={"stat": {"exists": False, "isdir": False}})
     play = [{
         "name": "render", "hosts": "localhost", "gather_facts": False,
         "vars_files": [str(ROLE / "vars" / "main.yml"), str(PIP_CONFIG / "vars" / "main.yml")],
         "vars": play_vars,
         "tasks": [
             {"name": "tokens", "ansible.builtin.copy": {
-                "content": "{{ __pip_credential_helper_tokens | to_json }}",
+                "content": "{{ __pipfeed_credential_helper_tokens | to_json }}",
                 "dest": "{{ __out }}/tokens.json", "mode": "0600"}},
             {"name": "problems", "ansible.builtin.copy": {
-                "content": "{{ __pip_credential_helper_tokens "
-                           "| map('pip_credential_helper_token_problem') | list | to_json }}",
+                "content": "{{ query('pipfeed.feed.token', *pipfeed_feeds, check=true) | to_json }}",
                 "dest": "{{ __out }}/problems.json", "mode": "0600"}},
             {"name": "netrc", "vars": netrc_vars, "ansible.builtin.copy": {
                 "content": netrc_content, "dest": "{{ __out }}/netrc", "mode": "0600"}},
@@ -182,8 +175,7 @@ def rendered(tmp_path_factory) -> Path:
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))
     (out / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
     env = _controller_env(
-        ANSIBLE_FILTER_PLUGINS=f"{ROLE / 'filter_plugins'}:{PIP_CONFIG / 'filter_plugins'}:"
-                               f"{ROOT / 'roles' / 'pipfeed_common' / 'filter_plugins'}",
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
         ANSIBLE_CONFIG=str(out / "ansible.cfg"), ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false", NO_COLOR="1",
         PIPFEED_UNIT_TEAM_TOKEN=TOKENS["team-feed"])

@@ -109,7 +109,7 @@ def test_azure_stage_caches_the_wheelhouse_on_the_lock_file_hash():
     assert "${{ parameters.lockFile }}" in cache[0]["inputs"]["key"].split(" | ")
     path = cache[0]["inputs"]["path"]
     site = [s for s in steps if "site.yml" in (s.get("script") or "")]
-    assert f"pip_wheelhouse_cache_dir={path}" in site[0]["script"]
+    assert f"pipfeed_wheelhouse_cache_dir={path}" in site[0]["script"]
     # The cache step comes before the run that fills it (Cache@2 saves in a post-job step).
     assert steps.index(cache[0]) < steps.index(site[0])
 
@@ -130,7 +130,7 @@ def test_github_workflow_caches_the_wheelhouse_on_the_lock_file_hash():
     cache = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache@")]
     assert len(cache) == 1 and "hashFiles(inputs.lock-file)" in cache[0]["with"]["key"]
     site = [s for s in steps if "site.yml" in (s.get("run") or "")]
-    assert "pip_wheelhouse_cache_dir=$PIPFEED_CACHE" in site[0]["run"]
+    assert "pipfeed_wheelhouse_cache_dir=$PIPFEED_CACHE" in site[0]["run"]
     assert cache[0]["with"]["path"] == "${{ env.PIPFEED_CACHE }}"
     # on: is YAML 1.1's True key; it must be a reusable workflow.
     trigger = document.get("on", document.get(True))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.files import load_file as load
+from tests.files import plugin, run_action
 from tests.lab import feed as labfeed
 from tests.lab.packages import build_wheel
 
@@ -19,9 +19,8 @@ pytestmark = pytest.mark.unit
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
-publish = load("pipfeed_publish_program", ROLES / "pipfeed_publish" / "files" / "publish.py")
-host_probe = load("wheelhouse_host_for_publish",
-                  ROLES / "pip_wheelhouse" / "files" / "wheelhouse_host.py")
+publish = plugin("plugin_utils.publish")
+host_probe = plugin("module_utils.wheelhouse_host")
 PY39 = {"python": "3.9", "glibc": "2.31"}
 PY313 = {"python": "3.13", "glibc": "2.41"}
 
@@ -250,17 +249,13 @@ def test_a_run_with_nothing_to_do_says_so():
         "Dry run: 2 of 7 files would be uploaded to feed python-feed")
 
 
-def test_the_run_command_reads_the_token_from_stdin_and_never_prints_it(tmp_path, monkeypatch):
-    """Errors go to stderr scrubbed; here the feed URL is bad, so the run stops early."""
-    import io
-    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cretpat\n"))
+def test_the_run_action_never_says_the_token_even_in_an_error(tmp_path):
+    """Errors come back scrubbed; here the feed URL is bad, so the run stops early."""
     spec = {"packages": ["x"], "platforms_given": [PY39], "feed_url": "http://127.0.0.1:9/s3cretpat/",
             "cache_dir": str(tmp_path), "upstream_url": "http://127.0.0.1:9/simple/"}
-    captured = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", captured)
-    assert publish.main(["run", json.dumps(spec)]) == 1
-    assert "did not answer" in captured.getvalue()
-    assert "s3cretpat" not in captured.getvalue()
+    answer = run_action("publish", {"command": "run", "spec": spec, "token": "s3cretpat"})
+    assert answer["failed"] and "did not answer" in answer["msg"]
+    assert "s3cretpat" not in json.dumps(answer)
 
 
 # ----- the Azure DevOps pipeline -------------------------------------------------------------

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventory" / "sample"
 # Read by the playbooks rather than by one role.
-SHARED = ("pipfeed_feeds", "pipfeed_credential_helper", "pipfeed_credential_helper_username",
+SHARED = ("pipfeed_feeds", "pipfeed_credential_helper", "pipfeed_username",
           "pipfeed_wheelhouse", "pipfeed_wheelhouse_path", "pipfeed_serial",
           "pipfeed_max_fail_percentage", "pipfeed_rotate_serial",
           "pipfeed_rotate_max_fail_percentage")
@@ -51,5 +51,5 @@ def test_ansible_reads_the_sample_inventory_and_every_host_has_the_feed():
                           "agent-01.example.internal"}
     for variables in hosts.values():
         assert variables["pipfeed_feeds"][0]["token_env"] == "PIPFEED_FEED_TOKEN"
-    assert hosts["agent-01.example.internal"]["pip_config_mode"] == "primary"
-    assert "pip_config_mode" not in hosts["app-01.example.internal"]
+    assert hosts["agent-01.example.internal"]["pipfeed_mode"] == "primary"
+    assert "pipfeed_mode" not in hosts["app-01.example.internal"]

@@ -1,4 +1,4 @@
-"""The pip_wheelhouse role's Python: the controller's requirement handling and cache, the
+"""The pipfeed_wheelhouse role's Python: the controller's requirement handling and cache, the
 host's probe and atomic swap, and the comparison filter. Everything runs in tmp_path."""
 from __future__ import annotations
 
@@ -13,20 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.files import load_file as load
+from tests.files import plugin, run_action
 from tests.lab import packages
 
 pytestmark = pytest.mark.unit
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "pip_wheelhouse"
 PY39 = {"key": "cp39-glibc2.31-x86_64", "python": "3.9", "abi": "cp39", "arch": "x86_64",
         "glibc": "2.31", "implementation": "cpython"}
 PY313 = dict(PY39, key="cp313-glibc2.41-x86_64", python="3.13", abi="cp313", glibc="2.41")
 
 
-build = load("wheelhouse_build", ROLE / "files" / "wheelhouse_build.py")
-host = load("wheelhouse_host", ROLE / "files" / "wheelhouse_host.py")
-filters = load("pip_wheelhouse_filters", ROLE / "filter_plugins" / "pip_wheelhouse.py")
-action = load("pip_wheelhouse_host_action", ROLE / "action_plugins" / "pip_wheelhouse_host.py")
+build = plugin("plugin_utils.wheelhouse_build")
+host = plugin("module_utils.wheelhouse_host")
+filters = plugin("filter.wheelhouse")
+action = plugin("action.host_script")
 
 
 def test_markers_are_evaluated_for_the_target_python_not_the_controllers(tmp_path):
@@ -205,17 +204,17 @@ def test_the_script_and_its_bundle_go_on_one_stdin_as_the_action_sends_them(tmp_
     path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
     files = {"a-1-py3-none-any.whl": b"a", "b-1-py3-none-any.whl": os.urandom(3 << 20)}
     manifest, digest = _manifest(files)
-    script = (ROLE / "files" / "wheelhouse_host.py").read_bytes()
+    script = plugin("plugin_utils.host_programs").source("wheelhouse_host.py")
     data = script + _bundle_bytes(tmp_path, {"manifest.json": manifest,
                                              "b-1-py3-none-any.whl": files["b-1-py3-none-any.whl"]})
-    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP, str(len(script)),
+    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP.format(name="wheelhouse_host.py"), str(len(script)),
                            "apply", path, digest, "true", "-"], input=data, capture_output=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["received"] == ["b-1-py3-none-any.whl", "manifest.json"]
     assert (Path(path) / "b-1-py3-none-any.whl").read_bytes() == files["b-1-py3-none-any.whl"]
     # The script's own arguments check still sees its arguments, not the bootstrap's.
-    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP, str(len(script)), "probe",
+    done = subprocess.run([sys.executable, "-c", action.BOOTSTRAP.format(name="wheelhouse_host.py"), str(len(script)), "probe",
                            "relative"], input=script, capture_output=True, timeout=60)
     assert done.returncode == 2 and b"must be absolute" in done.stderr
 
@@ -225,10 +224,10 @@ def test_a_bundle_refused_on_stdin_is_still_read_to_its_end(tmp_path):
     whose pipe closes mid-write would report the host unreachable instead)."""
     path = _seed(tmp_path, {"a-1-py3-none-any.whl": b"a"})
     manifest, digest = _manifest({"a-1-py3-none-any.whl": b"a"})
-    script = (ROLE / "files" / "wheelhouse_host.py").read_bytes()
+    script = plugin("plugin_utils.host_programs").source("wheelhouse_host.py")
     data = script + _bundle_bytes(tmp_path, {"../escape.whl": os.urandom(8 << 20),
                                              "manifest.json": manifest})
-    proc = subprocess.Popen([sys.executable, "-c", action.BOOTSTRAP, str(len(script)), "apply",
+    proc = subprocess.Popen([sys.executable, "-c", action.BOOTSTRAP.format(name="wheelhouse_host.py"), str(len(script)), "apply",
                              path, digest, "true", "-"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdin.write(data)  # BrokenPipeError here if the script stopped reading
@@ -367,14 +366,38 @@ def test_probe_rehashes_only_files_changed_since_the_last_apply_and_sees_damage(
     assert damaged["b-1-py3-none-any.whl"] == clean["b-1-py3-none-any.whl"]
 
 
-def test_preflight_for_the_pipe_lookup_answers_errors_as_json(tmp_path, capsys):
+def test_the_build_action_checks_the_set_and_says_what_is_wrong(tmp_path):
     reqs = tmp_path / "r.txt"
     reqs.write_text("requests>=2\n")
     spec = {"requirements": str(reqs), "constraints": "", "cache_dir": str(tmp_path / "c"),
             "index_url": "https://feed.example/simple/", "platforms": [PY39]}
-    assert build.main(["preflight", json.dumps(spec)]) == 0
-    answer = json.loads(capsys.readouterr().out)
-    assert "line 1: 'requests>=2' is not pinned" in answer["error"]
+    answer = run_action("wheelhouse_build", {"command": "check", "spec": spec})
+    assert answer["failed"] and "line 1: 'requests>=2' is not pinned" in answer["msg"]
+    # A task with no_log registers it: what went wrong stays readable in "error".
+    assert answer["error"] == answer["msg"]
     reqs.write_text("idna==3.20\n")
-    assert build.main(["preflight", json.dumps(spec)]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "plan": {PY39["key"]: None}}
+    answer = run_action("wheelhouse_build", {"command": "check", "spec": spec})
+    assert not answer.get("failed") and answer["changed"] is False
+    assert answer["result"] == {"ok": True, "plan": {PY39["key"]: None}}
+
+
+def test_the_build_action_gives_pip_the_token_in_a_netrc_it_removes_afterwards(tmp_path,
+                                                                               monkeypatch):
+    seen = {}
+
+    def fake_build(spec):
+        path = spec["netrc"]
+        seen["text"] = open(path).read()
+        seen["mode"] = os.stat(path).st_mode & 0o777
+        seen["path"] = path
+        return {}
+
+    monkeypatch.setitem(build.COMMANDS, "build", fake_build)
+    spec = {"index_url": "https://feed.example:8443/org/simple/", "platforms": []}
+    answer = run_action("wheelhouse_build", {"command": "build", "spec": spec,
+                                              "token": "s3cret-token", "username": "me"})
+    assert answer["result"] == {}
+    assert seen["text"] == "machine feed.example login me password s3cret-token\n"
+    assert seen["mode"] == 0o600
+    assert not os.path.exists(seen["path"]) and not os.path.exists(os.path.dirname(seen["path"]))
+    assert "s3cret-token" not in json.dumps(answer)

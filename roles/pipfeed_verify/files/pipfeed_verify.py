@@ -187,7 +187,7 @@ def check_feeds(spec: dict, pip_version: tuple, settings: dict, report: dict) ->
             if token is None:
                 report["problems"].append(
                     f"feed {feed['name']}: pip gets no token for {feed['url']} ({how}). Run "
-                    "site.yml (tags pip_credential_helper, pip_config) to install the helper "
+                    "site.yml (tags pipfeed_credential_helper, pipfeed_config) to install the helper "
                     "and wire pip to it.")
                 entry["status"] = -1
                 results.append(entry)
@@ -220,13 +220,13 @@ def check_feeds(spec: dict, pip_version: tuple, settings: dict, report: dict) ->
 
 
 def check_config(spec: dict, files: list, settings: dict, report: dict) -> None:
-    report["facts"]["pip_config_files"] = files
+    report["facts"]["pipfeed_config_files"] = files
     index = setting(settings, "index-url")
     extra = setting(settings, "extra-index-url")
     report["facts"]["pip_index"] = {"index-url": index, "extra-index-url": extra,
                                     "find-links": setting(settings, "find-links"),
                                     "no-index": setting(settings, "no-index")}
-    fix = (" Run site.yml (tag pip_config); if it already ran, another file or PIP_* "
+    fix = (" Run site.yml (tag pipfeed_config); if it already ran, another file or PIP_* "
            f"variable overrides it (pip reads: {', '.join(files) or 'no file'}).")
     if PIP_CONF not in files:
         report["problems"].append(f"pip does not read {PIP_CONF}." + fix)
@@ -257,7 +257,7 @@ def check_pypi(spec: dict, settings: dict, report: dict) -> None:
     if not reachable and spec["mode"] == "extra":
         report["warnings"].append(
             f"PyPI ({spec['pypi_url']}) does not answer ({why}) and pip is in mode extra: every "
-            "install asks PyPI first and waits for its timeout. Set pip_config_mode: primary for "
+            "install asks PyPI first and waits for its timeout. Set pipfeed_mode: primary for "
             "this host's group.")
 
 
@@ -271,7 +271,7 @@ def sha256(path: str) -> str:
 
 def check_wheelhouse(spec: dict, report: dict) -> bool:
     path = spec["wheelhouse_path"]
-    fix = " Run site.yml (tag pip_wheelhouse): it sends what is missing and checks every hash."
+    fix = " Run site.yml (tag pipfeed_wheelhouse): it sends what is missing and checks every hash."
     try:
         with open(os.path.join(path, "manifest.json")) as handle:
             files = json.load(handle)["files"]
@@ -302,7 +302,7 @@ def check_offline(spec: dict, python: str, report: dict) -> None:
     if not os.path.isfile(requirements):
         report["facts"]["offline"] = "no requirement set"
         report["problems"].append(
-            f"the requirement set {requirements} is missing. Run site.yml (tag pip_wheelhouse), "
+            f"the requirement set {requirements} is missing. Run site.yml (tag pipfeed_wheelhouse), "
             "or set pipfeed_verify_requirements to a file on the host.")
         return
     with tempfile.TemporaryDirectory(prefix="pipfeed-verify-") as scratch:
@@ -315,7 +315,7 @@ def check_offline(spec: dict, python: str, report: dict) -> None:
     if rc != 0:
         report["problems"].append(
             f"the requirement set {requirements} does not install with no index "
-            f"(pip download --no-index: {tail(err or out)}). Run site.yml (tag pip_wheelhouse).")
+            f"(pip download --no-index: {tail(err or out)}). Run site.yml (tag pipfeed_wheelhouse).")
 
 
 def tool_version(argv: list) -> str:
@@ -344,7 +344,7 @@ def main() -> int:
     files, settings, error = pip_settings(python)
     if error:
         report["problems"].append(f"pip cannot read its configuration ({error}). Fix "
-                                  f"{PIP_CONF}, or run site.yml (tag pip_config).")
+                                  f"{PIP_CONF}, or run site.yml (tag pipfeed_config).")
     check_config(spec, files, settings, report)
     if spec["mode"] != "offline":
         check_feeds(spec, pip_version, settings, report)
