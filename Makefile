@@ -2,7 +2,7 @@
 # Both do their own set-up: Debian packages, dockerd, the virtualenv, the lab images.
 PY := .venv/bin/python
 
-.PHONY: demo test bench setup lint unit lab-up lab-down lab-status
+.PHONY: demo test bench dist setup lint unit lab-up lab-down lab-status
 
 demo: setup            ## bring up the lab and run site.yml against it
 	$(PY) -m tests.lab demo
@@ -13,6 +13,9 @@ test: setup            ## lint, unit and integration tests (brings up and remove
 bench: setup           ## install speed, the seeds' ways against pipfeed (bench/README.md)
 	bench/install $(BENCH_ARGS)
 	$(PY) bench/fleet.py
+
+dist: setup            ## the collection's tarball, dist/pipfeed-feed-<version>.tar.gz
+	ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-galaxy collection build --force --output-path dist/
 
 setup:
 	@scripts/setup.sh
