@@ -258,8 +258,16 @@ def test_the_run_action_never_says_the_token_even_in_an_error(tmp_path):
     assert "s3cretpat" not in json.dumps(answer)
 
 
-# ----- the Azure DevOps pipeline -------------------------------------------------------------
+# ----- the Azure DevOps publish stage -------------------------------------------------------
 PIPELINE = ROLES.parent / "ci" / "azure-pipelines" / "publish.yml"
+DOCS = ROLES.parent / "docs" / "pipelines.md"
+
+
+def publish_steps() -> list[dict]:
+    import yaml
+    (stage,) = yaml.safe_load(PIPELINE.read_text())["stages"]
+    (job,) = stage["jobs"]
+    return job["strategy"]["runOnce"]["deploy"]["steps"]
 
 
 def test_the_azure_pipeline_validates_against_the_azure_pipelines_schema():
@@ -270,24 +278,44 @@ def test_the_azure_pipeline_validates_against_the_azure_pipelines_schema():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_azure_pipeline_runs_by_hand_with_a_package_parameter_and_calls_the_playbook():
+def test_the_azure_publish_stage_takes_the_packages_and_calls_the_playbook():
     import yaml
-    pipeline = yaml.safe_load(PIPELINE.read_text())
+    parameters = {p["name"]: p for p in yaml.safe_load(PIPELINE.read_text())["parameters"]}
+    assert parameters["packages"]["type"] == "string" and "default" not in parameters["packages"]
+    steps = publish_steps()
+    scripts = [step.get("script", "") for step in steps]
+    (publish,) = [s for s in steps if "pipfeed.feed.publish" in s.get("script", "")]
+    assert '"$PIPFEED_VENV/bin/ansible-playbook"' in publish["script"]
+    assert '-e @"$(Agent.TempDirectory)/publish-vars.json"' in publish["script"]
+    writes = next(s for s in steps if "publish-vars.json" in s.get("script", "")
+                  and "python -" in s["script"])
+    assert steps.index(writes) < steps.index(publish)
+    # Parameters and the token reach the steps as environment, never inside shell text.
+    assert not any("parameters." in script or "AccessToken" in script for script in scripts)
+    branches = [v for v in publish["env"].values() if isinstance(v, dict)]
+    assert branches and all(set(b) == {"PIPFEED_PUBLISH_TOKEN"} for b in branches)
+
+
+def test_the_documented_publish_pipeline_runs_by_hand_with_a_package_parameter():
+    """The user's own pipeline (docs/pipelines.md) holds the runtime parameters and the
+    triggers: none, so a publish runs only when someone asks for it."""
+    import re
+    import yaml
+    blocks = re.findall(r"^```yaml\n(.*?)^```", DOCS.read_text(), re.S | re.M)
+    (pipeline,) = [yaml.safe_load(b) for b in blocks if "publish.yml@pipfeed" in b]
     assert pipeline["trigger"] == "none" and pipeline["pr"] == "none"
     parameters = {p["name"]: p for p in pipeline["parameters"]}
     assert parameters["packages"]["type"] == "string" and "default" not in parameters["packages"]
-    scripts = [step.get("script", "") for step in pipeline["steps"]]
-    assert any("playbooks/publish.yml" in script for script in scripts)
-    # Parameters and the token reach the steps as environment, never inside shell text.
-    assert not any("parameters." in script or "AccessToken" in script for script in scripts)
+    (stage,) = pipeline["stages"]
+    assert stage["template"] == "ci/azure-pipelines/publish.yml@pipfeed"
+    assert stage["parameters"]["packages"] == "${{ parameters.packages }}"
 
 
 def test_the_azure_pipelines_variable_step_turns_parameters_into_the_playbooks_variables(
         tmp_path):
     import os
     import subprocess
-    import yaml
-    step = next(s for s in yaml.safe_load(PIPELINE.read_text())["steps"]
+    step = next(s for s in publish_steps()
                 if "publish-vars.json" in s.get("script", "") and "python -" in s["script"])
     script = step["script"].replace("$(Agent.TempDirectory)", str(tmp_path))
     marker = tmp_path / "ran"
