@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Action pipfeed.feed.host_script: run one of the collection's host scripts
 (plugins/module_utils, standard library only) on the host.
 
@@ -38,24 +39,16 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import tempfile
 from collections.abc import Iterator
 
-from ansible import constants as C
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.pipfeed.feed.plugins.plugin_utils.host_programs import source
+from ansible_collections.pipfeed.feed.plugins.plugin_utils import host_run
 
 SCRIPT = "wheelhouse_host.py"
-# Reads the script's own length of stdin and runs it as __main__ with the arguments after the
-# length: whatever follows the script on stdin is left for it to read. {name} is the script's
-# name, for its tracebacks.
-BOOTSTRAP = ("import sys;n=int(sys.argv.pop(1));"
-             "exec(compile(sys.stdin.buffer.read(n),{name!r},'exec'))")
-STREAM_MAX_BYTES = 128 << 20
+# Kept here for the tests that run the bootstrap as the action sends it.
+BOOTSTRAP = host_run.BOOTSTRAP
 BLOCK = 1 << 20
 
 
@@ -80,8 +73,8 @@ class ActionModule(ActionBase):
         args = self._task.args.get("args") or []
         send = self._task.args.get("send") or []
         if not python or not isinstance(args, list):
-            raise AnsibleActionFail("pipfeed.feed.host_script needs python (the host's Python) and "
-                                    "args (a list of the script's arguments)")
+            raise AnsibleActionFail("pipfeed.feed.host_script needs python (the host's Python) "
+                                    "and args (a list of the script's arguments)")
         if not isinstance(send, list) or not all(
                 isinstance(item, (list, tuple)) and len(item) == 2 for item in send):
             raise AnsibleActionFail("pipfeed.feed.host_script: send must be a list of "
@@ -90,74 +83,27 @@ class ActionModule(ActionBase):
             result.update(skipped=True, msg="not run in check mode")
             return result
         try:
-            limit = int(self._task.args.get("stream_max_bytes", STREAM_MAX_BYTES))
+            limit = int(self._task.args.get("stream_max_bytes", host_run.STREAM_MAX_BYTES))
         except (TypeError, ValueError):
-            raise AnsibleActionFail("pipfeed.feed.host_script: stream_max_bytes must be a number "
-                                    "of bytes")
+            raise AnsibleActionFail("pipfeed.feed.host_script: stream_max_bytes must be a "
+                                    "number of bytes")
         for name, path in send:
             if not os.path.isfile(path):
-                raise AnsibleActionFail(f"pipfeed.feed.host_script: {path} ({name}) is not a file "
-                                        "on the controller")
+                raise AnsibleActionFail(f"pipfeed.feed.host_script: {path} ({name}) is not a "
+                                        "file on the controller")
         name = str(self._task.args.get("script") or SCRIPT)
+        size = sum(os.path.getsize(path) for _, path in send)
         try:
-            script = source(name)
+            done = host_run.run(self, str(python), name, list(args),
+                                bundle(send) if send else (), size, limit)
         except (KeyError, FileNotFoundError) as err:
             raise AnsibleActionFail(f"pipfeed.feed.host_script: {err}") from None
-        args = [str(arg) for arg in args]
-        size = sum(os.path.getsize(path) for _, path in send)
-        pipelined = self._is_pipelining_enabled("new")
-        if pipelined and (not send or size <= limit):
-            data = script
-            if send:
-                args.append("-")
-                data = b"".join([script, *bundle(send)])
-            command = shlex.join([str(python), "-c", BOOTSTRAP.format(name=name),
-                                  str(len(script))] + args)
-            done = self._low_level_execute_command(command, sudoable=True, in_data=data)
-            sent_by = "stdin"
-        else:
-            command, done = self._run_from_files(str(python), name, script, args, send)
-            sent_by = "file"
-        stdout = to_text(done.get("stdout", ""), errors="surrogate_or_strict")
-        stderr = to_text(done.get("stderr", ""), errors="surrogate_or_strict")
-        result.update(rc=done["rc"], stdout=stdout, stderr=stderr, cmd=command,
-                      stdout_lines=stdout.splitlines(), stderr_lines=stderr.splitlines(),
-                      changed=True)
+        result.update(rc=done["rc"], stdout=done["stdout"], stderr=done["stderr"],
+                      cmd=done["cmd"], stdout_lines=done["stdout"].splitlines(),
+                      stderr_lines=done["stderr"].splitlines(), changed=True)
         if send:
-            result.update(sent_files=len(send), sent_bytes=size, sent_by=sent_by)
+            result.update(sent_files=len(send), sent_bytes=size, sent_by=done["sent_by"])
         if done["rc"] != 0:
-            # With become over SSH a command without stdin runs on a terminal (-tt), which
-            # merges its stderr into stdout (the script writes nothing else there when it
-            # fails); stderr then holds only the connection's own messages.
-            said = " ".join(line.strip() for line in (stdout + "\n" + stderr).splitlines()
-                            if line.strip() and not line.startswith("Shared connection to "))
-            first = self._task.args.get("fail_msg") or f"{name} {' '.join(args[:1])} failed"
-            result.update(failed=True, msg=f"{str(first).strip()} (exit code {done['rc']}: "
-                                           f"{said or 'no message'})")
+            first = self._task.args.get("fail_msg") or f"{name} {' '.join(map(str, args[:1]))} failed"
+            result.update(failed=True, msg=host_run.failure(done, str(first)))
         return result
-
-    def _run_from_files(self, python: str, name: str, script: bytes, args: list, send: list):
-        """The script, and the bundle if any, sent as files into the remote temporary
-        directory first, then run from there; the directory is removed after."""
-        local = None
-        remote_tmp = self._make_tmp_path()
-        try:
-            remote = self._connection._shell.join_path(remote_tmp, name)
-            self._transfer_data(remote, script)
-            paths = [remote_tmp, remote]
-            if send:
-                handle, local = tempfile.mkstemp(prefix="pip-wheelhouse-", suffix=".bundle",
-                                                 dir=C.DEFAULT_LOCAL_TMP)
-                with os.fdopen(handle, "wb") as out:
-                    out.writelines(bundle(send))
-                sent = self._connection._shell.join_path(remote_tmp, "wheels.bundle")
-                self._transfer_file(local, sent)
-                paths.append(sent)
-                args = args + [sent]
-            self._fixup_perms2(paths, execute=False)
-            command = shlex.join([python, remote] + args)
-            return command, self._low_level_execute_command(command, sudoable=True)
-        finally:
-            if local:
-                os.unlink(local)
-            self._remove_tmp_path(remote_tmp)

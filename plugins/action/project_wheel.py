@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Action pipfeed.feed.project_wheel: the collection as a wheel for a VM's first boot
 (plugins/plugin_utils/project_wheel.py), built and uploaded in the controller's Ansible process.
 

@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Action pipfeed.feed.publish: the controller side of the publish playbook
 (plugins/plugin_utils/publish.py), run in the controller's Ansible process.
 

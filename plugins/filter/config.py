@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters for the pipfeed_config role: build a feed's index URL, and keep the settings of an
 existing pip.conf that the role does not own.
 
@@ -14,7 +15,6 @@ import re
 from urllib.parse import quote
 
 from ansible.errors import AnsibleFilterError
-
 
 
 def normalize_key(name: str) -> str:

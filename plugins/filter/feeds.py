@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters of the feed model (plugins/plugin_utils/feeds.py), for the roles' templates and
 checks: a feed's URL, what is wrong with a feed list, the URL scope rule, and the credential
 helper's configuration and netrc entries. No filter here sees or returns a token."""

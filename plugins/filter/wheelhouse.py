@@ -1,5 +1,6 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters for the pipfeed_wheelhouse role: what a host lacks.
 
 The comparison runs on the controller from one listing per host (file name, SHA-256, size), so

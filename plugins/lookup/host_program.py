@@ -1,11 +1,13 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: host_program
-author: pipfeed contributors
+author: pipfeed contributors (@pipfeed)
 short_description: The text of a program that the collection installs on hosts
+version_added: 1.0.0
 description:
   - Returns a host-side program of the collection (standard-library Python, with its
     C(#!/usr/bin/python3) line), for C(ansible.builtin.copy) to install.

@@ -1,11 +1,13 @@
 # Copyright: pipfeed contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: token
-author: pipfeed contributors
+author: pipfeed contributors (@pipfeed)
 short_description: A feed's token, from the one source its pipfeed_feeds item names
+version_added: 1.0.0
 description:
   - The one way every role of the collection reads a feed's token on the controller.
   - Each term is an item of C(pipfeed_feeds). Its token comes from exactly one of C(token_var)

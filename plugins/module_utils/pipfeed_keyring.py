@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """pipfeed-keyring: hands a private feed's token to pip and uv, from a root-owned file.
 
 Installed as an executable named `keyring` on PATH, so that pip's and uv's subprocess keyring

@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The host side of the wheelhouse, standard library only (a locked-down VM has nothing else).
 
 Two commands, each one Ansible task, so that a host costs a constant number of round trips
@@ -424,7 +427,8 @@ def venv_install(venv: str, wheelhouse: str) -> dict:
         [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--no-index",
          "--find-links", wheelhouse, "--require-hashes",
          "--requirement", os.path.join(wheelhouse, "requirements.txt")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+        check=False)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0:
         raise ApplyError("pip install into %s failed:\n%s" % (venv, "\n".join(lines[-12:])))
@@ -450,7 +454,7 @@ def build(sources: str) -> dict:
                "--find-links", source_dir, "--wheel-dir", out_dir,
                os.path.join(source_dir, name)]
         result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, universal_newlines=True, timeout=3600)
+                                env=env, universal_newlines=True, timeout=3600, check=False)
         if result.returncode != 0:
             lines = result.stdout.strip().splitlines()
             if any("No module named pip" in line for line in lines):

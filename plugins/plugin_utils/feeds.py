@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The feed model: what an item of ``pipfeed_feeds`` is, how it becomes an index URL, which
 token source it names, and what a role's check says when it is wrong. Every role, the filters,
 the token lookup and the tests use this module, so a feed means the same thing everywhere.
@@ -94,8 +97,9 @@ def _url_problem(feed: dict, url: str) -> str:
         return "it is not a URL"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return ("it carries credentials. Remove them: pip.conf and uv.toml are world-readable, "
-                "and the feed's token belongs to the credential helper (through the feed's "
-                "token_var, token_env or token_file)")
+                "and the feed's token belongs to the credential helper (role "
+                "pipfeed_credential_helper, through the feed's token_var, token_env or "
+                "token_file)")
     if parts.scheme == "http" and feed.get("insecure_http") is not True:
         return ("it is plain http. Use https, or set insecure_http: true on this feed if the "
                 "index really has no TLS (the token would then cross the network in clear)")

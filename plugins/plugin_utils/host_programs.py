@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The programs the collection runs or installs on hosts. Each is one file of
 plugins/module_utils that uses the standard library only (a locked-down VM has nothing else),
 read here as package data, so that the controller can also import the rules it holds (the
@@ -12,6 +15,7 @@ PACKAGE = "ansible_collections.pipfeed.feed.plugins.module_utils"
 PROGRAMS = {
     "pipfeed-keyring": "pipfeed_keyring.py",
     "wheelhouse_host.py": "wheelhouse_host.py",
+    "host_state.py": "host_state.py",
 }
 SHEBANG = b"#!/usr/bin/python3\n"
 

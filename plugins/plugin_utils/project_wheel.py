@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pack the collection's host-side part (the playbooks site.yml and verify.yml, the roles they
 run and the plugins) into a wheel, so that a VM at first boot installs it from the feed (the
 one index a locked-down VM reaches) with ansible-core as its dependency. The wheel puts the
@@ -146,9 +149,9 @@ def upload(url: str, wheel: dict, cafile: str, username: str, token: str) -> dic
         if error.code == 409:
             return {"status": 409, "uploaded": False}
         raise ProjectWheelError(f"the feed answered HTTP {error.code} to the upload of "
-                         f"{wheel['filename']} to {url}"
-                         + (": the token needs Packaging (Read & write)"
-                            if error.code in (401, 403) else ""))
+                                f"{wheel['filename']} to {url}"
+                                + (": the token needs Packaging (Read & write)"
+                                   if error.code in (401, 403) else ""))
     except (urllib.error.URLError, OSError) as error:
         raise ProjectWheelError(f"cannot upload {wheel['filename']} to {url}: "
-                         f"{getattr(error, 'reason', error)}")
+                                f"{getattr(error, 'reason', error)}")

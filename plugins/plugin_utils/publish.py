@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fill a feed: resolve packages and their whole dependency closure for every target platform,
 download the wheels from an upstream index, and upload to the feed what it does not hold yet.
 
@@ -248,7 +251,7 @@ class Resolver:
             dest = work / "dest"
             result = subprocess.run(self.pip_command(requirements, dest), capture_output=True,
                                     text=True, env=clean_env(),
-                                    timeout=self.spec.get("timeout", 1800))
+                                    timeout=self.spec.get("timeout", 1800), check=False)
             if result.returncode != 0:
                 who = "; ".join(f"{name} wanted by {', '.join(sorted(asked_by[name]))}"
                                 for name in sorted(wanted))
@@ -389,7 +392,7 @@ def twine_upload(spec: dict, token: str, path: str) -> subprocess.CompletedProce
                     TWINE_NON_INTERACTIVE="1", NO_COLOR="1",
                     PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     return subprocess.run(command, capture_output=True, text=True, env=env,
-                          timeout=spec.get("timeout", 1800))
+                          timeout=spec.get("timeout", 1800), check=False)
 
 
 def upload_reason(output: str) -> str:

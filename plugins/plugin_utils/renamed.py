@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Variables that release 1.0.0 renamed or merged into the shared settings: an inventory that
 still sets one would otherwise be ignored without a word, and a host would quietly get a
 default where its owner chose a value."""

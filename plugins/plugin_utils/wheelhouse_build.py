@@ -1,3 +1,6 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The controller side of the wheelhouse: one build per target platform, cached.
 
 Runs with the controller's Python (the one running Ansible), and needs only the standard
@@ -318,7 +321,7 @@ def run_pip(spec: dict, args: list[str], what: str) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--progress-bar", "off",
            "--index-url", spec["index_url"], *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=pip_env(spec),
-                            timeout=spec.get("timeout", 1800))
+                            timeout=spec.get("timeout", 1800), check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
         raise BuildError(f"pip download of {what} from {spec['index_url']} failed:\n{tail}")

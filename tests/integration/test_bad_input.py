@@ -60,11 +60,13 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
         "azure-incomplete": (
             "an Azure feed without its feed name",
             {"pipfeed_feeds": feed(lab, url=None, azure={"organization": "contoso"})},
-            ["pipfeed_feeds[0] (python-feed) is not a valid feed", "azure: {organization"]),
+            # Argument validation (pipfeed_common's argument_specs) answers first.
+            ["missing required arguments: feed found in pipfeed_feeds -> azure"]),
         "feed-names-twice": (
             "two feeds with the same name",
             {"pipfeed_feeds": feed(lab) + feed(lab, url=lab.other_url)},
-            ["pipfeed_feeds has two feeds named the same", "give each a name of its own"]),
+            ["pipfeed_feeds has two feeds named the same (python-feed, items 0 and 1)",
+             "give each a name of its own"]),
         "token-empty": (
             "an empty token", {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": ""},
             ["The token of feed python-feed, from the variable case_token (token_var), is empty",
@@ -92,7 +94,23 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
         "token-no-source": (
             "a feed that names no token source",
             {"pipfeed_feeds": feed(lab, token_var=None)},
-            ["pipfeed_feeds[0] (python-feed)", "exactly one token source, token_var"]),
+            ["Feed python-feed must name exactly one token source (token_var, token_env or "
+             "token_file); it names none"]),
+        "token-var-undefined": (
+            "a token_var that names no variable",
+            {"pipfeed_feeds": feed(lab, token_var="case_token_nowhere")},
+            ["The token of feed python-feed, from the variable case_token_nowhere (token_var), is "
+             "not defined", "Define case_token_nowhere in the inventory"]),
+        "token-macro": (
+            "an Azure DevOps macro that the pipeline never expanded, $(FEED_TOKEN)",
+            {"pipfeed_feeds": feed(lab, token_var="case_token"), "case_token": "$(FEED_TOKEN)"},
+            ["the variable case_token (token_var), is an Azure DevOps macro that was never "
+             "expanded", "or it is secret and was not mapped into the step's env"]),
+        "old-variable-name": (
+            "a variable of the names before 1.0.0 (pip_config_mode)",
+            {"pip_config_mode": "primary"},
+            ["pip_config_mode is set, but this collection reads pipfeed_mode instead",
+             "rename it in the inventory"]),
         "token-file-missing": (
             "a token_file that is not on the controller",
             {"pipfeed_feeds": feed(lab, token_var=None, token_file="/nonexistent/feed.token")},
@@ -101,19 +119,19 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
         "token-env-unset": (
             "a token_env that is not exported",
             {"pipfeed_feeds": feed(lab, token_var=None, token_env="PIPFEED_CASE_UNSET_TOKEN")},
-            ["the controller environment variable PIPFEED_CASE_UNSET_TOKEN (token_env), is empty",
+            ["the controller environment variable PIPFEED_CASE_UNSET_TOKEN (token_env), is not set",
              "must be exported where ansible-playbook runs"]),
         "token-in-settings": (
             "the token written into a pip.conf setting",
             {"pipfeed_config_extra_settings": {"global": {"user-agent": "{{ lab_feed_token }}"}}},
-            ["The value of a feed's token_var appears in the pipfeed_config settings",
+            ["A feed's token appears in the pipfeed_config settings",
              "belongs to the credential helper"]),
         "mode-unknown": (
             "an unknown pipfeed_mode", {"pipfeed_mode": "mirror"},
-            ["pipfeed_mode", "extra, primary, offline"]),
+            ["value of pipfeed_mode must be one of: extra, primary, offline, got: mirror"]),
         "wheelhouse-path-relative": (
             "a relative wheelhouse path", {"pipfeed_wheelhouse_path": "var/lib/pipfeed/wheelhouse"},
-            ["pipfeed_wheelhouse_path (from pipfeed_wheelhouse_path) is 'var/lib/pipfeed/wheelhouse'",
+            ["pipfeed_wheelhouse_path is 'var/lib/pipfeed/wheelhouse'; it must be an absolute path",
              "Set pipfeed_wheelhouse_path to an absolute path"]),
         "venv-path-relative": (
             "a relative virtual environment path",

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.files import program
 from tests.integration.support import must, sh, unprovision
 
 pytestmark = pytest.mark.integration
 
-PROGRAM = (Path(__file__).resolve().parents[2]
-           / "roles" / "pipfeed_credential_helper" / "files" / "pipfeed-keyring")
+PROGRAM = program("pipfeed-keyring")
 HOSTS = ["deb11-1", "deb12-1", "deb13-1"]
 SCRATCH = "/opt/pipfeed-helper-test"
 CONFIG = f"{SCRATCH}/credential-helper.json"

@@ -106,9 +106,9 @@ def test_a_tag_selects_one_role(lab, tag, role):
     # Argument validation is tagged "always" and runs for every role; the rest is selected.
     tasks = [line.strip() for line in listing.stdout.splitlines()
              if line.startswith("      ") and "TAGS:" in line and "TAGS: [always" not in line]
-    assert any(line.startswith(f"{role} : ") for line in tasks), listing.stdout
+    assert any(line.startswith(f"pipfeed.feed.{role} : ") for line in tasks), listing.stdout
     for line in tasks:
-        if line.startswith(f"{role} : "):
+        if line.startswith(f"pipfeed.feed.{role} : "):
             continue
         # The only other tasks a role's tag may select are the pre_tasks of playbooks/hosts.yml
         # that include this role's preflight; they carry this role's tags and no other.

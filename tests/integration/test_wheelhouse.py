@@ -188,7 +188,7 @@ def test_check_mode_names_the_changes_of_the_run_after_it_and_changes_nothing(la
     assert set(made) == set(HOSTS)
     for host in HOSTS:
         assert sorted(predicted.get(host, [])) == sorted(made[host]), host
-        assert "pipfeed_wheelhouse : Send the missing wheels, check every hash against the " \
+        assert "pipfeed.feed.pipfeed_wheelhouse : Send the missing wheels, check every hash against the " \
             "manifest, and swap the wheelhouse" in made[host]
     for host, listing in checked.untouched.items():
         assert listing.count("No such file or directory") == 3, (host, listing)

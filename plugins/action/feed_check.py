@@ -1,0 +1,82 @@
+# Copyright: pipfeed contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Action pipfeed.feed.feed_check: ask each feed, from the host, whether it takes the token
+that is about to be installed there (plugins/module_utils/host_state.py, command feeds).
+
+    pipfeed.feed.feed_check:
+      python: /usr/bin/python3
+      feeds: "{{ pipfeed_feeds }}"
+      tokens: "{{ query('pipfeed.feed.token', *pipfeed_feeds) }}"   # the task is no_log
+      username: pipfeed
+      current: "{{ probe.probe }}"      # a host_probe with each token file (secret: true)
+      token_dir: /etc/pipfeed/tokens
+      timeout: 20
+      check: true                       # false: ask nothing (pipfeed_credential_helper_check_token)
+      every: false                      # true: ask about every token, changed or not (rotation)
+
+Only the feeds whose token differs from the host's token file are asked (the probe's HMAC
+under its one-time salt against the HMAC of the new token): a run that installs nothing new
+asks nothing and costs no round trip. A rotation asks about every token (``every``): its
+point is to put the new tokens in use, and the feed is the judge of that. The tokens of the feeds asked go to the host on the
+program's standard input, never on a command line. The result names, per feed, whether its
+token changes and what the feed answered; it never holds a token, and the action never fails
+by itself, so that a task after the no_log one can show what is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.pipfeed.feed.plugins.plugin_utils import host_plan, host_run
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import feed_url
+
+
+class ActionModule(ActionBase):
+    _VALID_ARGS = frozenset(("python", "feeds", "tokens", "username", "current", "token_dir",
+                             "timeout", "check", "every"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        feeds = args.get("feeds") or []
+        tokens = args.get("tokens") or []
+        if len(feeds) != len(tokens):
+            raise AnsibleActionFail("pipfeed.feed.feed_check needs one token per feed")
+        current = args.get("current") or {}
+        salt = bytes.fromhex(current.get("salt", "")) if current.get("salt") else b""
+        paths = {entry["path"]: entry for entry in current.get("paths", [])}
+        directory = str(args.get("token_dir") or "/etc/pipfeed/tokens").rstrip("/")
+        verdicts, asked, contents = [], [], []
+        for feed, token in zip(feeds, tokens):
+            entry = paths.get(f"{directory}/{feed['name']}.token", {})
+            wanted = hmac.new(salt, f"{token}\n".encode(), hashlib.sha256).hexdigest()
+            differs = not (salt and hmac.compare_digest(entry.get("hmac", ""), wanted))
+            verdicts.append({"name": feed["name"], "url": feed_url(feed), "changes": differs})
+            if (differs or args.get("every")) and args.get("check", True):
+                asked.append({"name": feed["name"], "url": feed_url(feed),
+                              "username": str(args.get("username") or "pipfeed"),
+                              "token": len(contents)})
+                contents.append(str(token).encode("utf-8"))
+        result.update(changed=False, feeds=verdicts)
+        if not asked:
+            return result
+        blocks = host_plan.bundle(contents)
+        spec = {"feeds": asked, "timeout": float(args.get("timeout", 20))}
+        done = host_run.run(self, str(args.get("python") or "/usr/bin/python3"), "host_state.py",
+                            ["feeds", json.dumps(spec)], blocks, sum(len(b) for b in blocks))
+        if done["rc"] != 0:
+            result["error"] = host_run.failure(done, "The feeds could not be asked from the host")
+            return result
+        answers = {a["name"]: a for a in json.loads(done["stdout"].strip().splitlines()[-1])}
+        for verdict in verdicts:
+            if verdict["name"] in answers:
+                answer = answers[verdict["name"]]
+                verdict["status"] = answer["status"]
+                if answer.get("error"):
+                    verdict["error"] = answer["error"]
+        return result
