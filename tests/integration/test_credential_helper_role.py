@@ -331,7 +331,7 @@ def test_token_without_read_scope_is_refused_by_the_site_run_too(lab, installed)
     assert "answered 403" in result.stdout and "Packaging (Read)" in result.stdout
     assert f"the controller environment variable {TOKEN_ENV} (token_env)" in result.stdout
     # pipfeed_config's checks run before the helper (they only read); nothing of it was written.
-    assert "pipfeed_config : Write" not in result.stdout
+    assert "pipfeed.feed.pipfeed_config : Write" not in result.stdout
     assert file_sha256(lab, "deb11-1", TOKEN_FILE) == before
 
 
@@ -361,7 +361,8 @@ def test_rotation_with_serial_replaces_the_token_everywhere_and_pip_uses_it(
                            "pipfeed_rotate_serial": 1, "pipfeed_credential_helper_users": ["labadmin"]})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     # One batch per host, one after the other.
-    assert result.stdout.count("TASK [pipfeed_credential_helper : Write each feed's token file]") == 3
+    assert result.stdout.count("TASK [pipfeed.feed.pipfeed_credential_helper : Write the token files and the netrc where "
+                                "they differ]") == 3
     assert new not in result.stdout + result.stderr
     for host in HOSTS:
         assert file_sha256(lab, host, TOKEN_FILE) == sha256(new)

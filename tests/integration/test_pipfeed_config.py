@@ -101,8 +101,12 @@ def test_check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_first_run(la
     predicted, done = changed_tasks(checked.stdout), changed_tasks(first.stdout)
     assert set(done) == set(HOSTS)
     assert predicted == done
-    assert done["deb12-1"] == ["pipfeed_config : Write /etc/pip.conf", "pipfeed_config : Create /etc/uv",
-                               "pipfeed_config : Write /etc/uv/uv.toml"]
+    # One task writes both files; its diff shows each change, predicted and done alike.
+    assert done["deb12-1"] == ["pipfeed.feed.pipfeed_config : Write /etc/pip.conf and "
+                               "/etc/uv/uv.toml where they differ"]
+    for output in (checked.stdout, first.stdout):
+        for path in ("/etc/pip.conf", "/etc/uv", "/etc/uv/uv.toml"):
+            assert output.count(f"--- before: {path}\n") == len(HOSTS), path
 
     second = play(lab, tmp_path, variables)
     assert second.returncode == 0, second.stdout + second.stderr

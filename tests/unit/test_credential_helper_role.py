@@ -127,11 +127,11 @@ def test_the_real_helper_answers_each_feed_url_with_its_own_token(tmp_path, monk
 
 # ----- rendered by Ansible ------------------------------------------------------------------
 
-def _tokens_task_content(name: str) -> str:
-    """The content template of a task in tasks/tokens.yml, as the role renders it."""
-    tasks = yaml.safe_load((ROLE / "tasks" / "tokens.yml").read_text())
-    task = next(t for t in tasks if t["name"] == name)
-    return task["ansible.builtin.copy"]["content"], task.get("vars", {})
+def fake_probe(wheelhouse: bool = False) -> dict:
+    """What pipfeed_config's probe reports of a fresh host (paths in the order of its spec)."""
+    return {"probe": {"paths": [{"type": "missing"}, {"type": "missing"}, {"type": "missing"},
+                                {"type": "directory" if wheelhouse else "missing"},
+                                {"type": "missing"}]}}
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +145,12 @@ def rendered(tmp_path_factory) -> Path:
     common_defaults = yaml.safe_load((COMMON / "defaults" / "main.yml").read_text())
     helper_defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     config_defaults = yaml.safe_load((PIP_CONFIG / "defaults" / "main.yml").read_text())
-    netrc_content, netrc_vars = _tokens_task_content("Write {{ __pipfeed_credential_helper_netrc_file }}")
     play_vars = {**common_defaults, **helper_defaults, **config_defaults}
     play_vars.update(pipfeed_feeds=feeds, pipfeed_credential_helper=True, pipfeed_mode="primary",
                      python_feed_token=TOKENS["python-feed"], __out=str(out),
-                     __pipfeed_config_kept=[],
-                     __pipfeed_config_wheelhouse_stat={"stat": {"exists": False, "isdir": False}})
+                     __pipfeed_config_kept=[], __pipfeed_config_probe=fake_probe(),
+                     # The decision helper_plan makes where netrc is on, with a group.
+                     __plan={"netrc": True, "token_owner": {"group": "pipfeed", "file": "0640"}})
     play = [{
         "name": "render", "hosts": "localhost", "gather_facts": False,
         "vars_files": [str(ROLE / "vars" / "main.yml"), str(PIP_CONFIG / "vars" / "main.yml")],
@@ -162,8 +162,12 @@ def rendered(tmp_path_factory) -> Path:
             {"name": "problems", "ansible.builtin.copy": {
                 "content": "{{ query('pipfeed.feed.token', *pipfeed_feeds, check=true) | to_json }}",
                 "dest": "{{ __out }}/problems.json", "mode": "0600"}},
-            {"name": "netrc", "vars": netrc_vars, "ansible.builtin.copy": {
-                "content": netrc_content, "dest": "{{ __out }}/netrc", "mode": "0600"}},
+            # The same filter as tasks/tokens.yml, with the tokens from their three sources.
+            {"name": "netrc", "ansible.builtin.copy": {
+                "content": "{{ (pipfeed_feeds | pipfeed.feed.helper_token_items("
+                           "__pipfeed_credential_helper_tokens, __plan, pipfeed_username)"
+                           " | selectattr('path', 'equalto', '/etc/pipfeed/netrc') | first).content }}",
+                "dest": "{{ __out }}/netrc", "mode": "0600"}},
             {"name": "pip.conf", "ansible.builtin.template": {
                 "src": str(PIP_CONFIG / "templates" / "pip.conf.j2"),
                 "dest": "{{ __out }}/pip.conf", "mode": "0644"}},

@@ -103,7 +103,10 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
         play_vars = dict(defaults, **variables)
         play_vars.update({
             "__case_out": str(out), "__case_existing": existing,
-            "__pipfeed_config_wheelhouse_stat": {"stat": {"exists": wheelhouse, "isdir": wheelhouse}},
+            # What the role's probe reports of the host (paths in the order of its spec).
+            "__pipfeed_config_probe": {"probe": {"paths": [
+                {"type": "missing"}, {"type": "missing"}, {"type": "missing"},
+                {"type": "directory" if wheelhouse else "missing"}, {"type": "missing"}]}},
         })
         plays.append({
             "name": name, "hosts": "localhost", "gather_facts": False,
