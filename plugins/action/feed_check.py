@@ -30,6 +30,7 @@ import hmac
 import json
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils import host_plan, host_run
@@ -57,7 +58,7 @@ class ActionModule(ActionBase):
             wanted = hmac.new(salt, f"{token}\n".encode(), hashlib.sha256).hexdigest()
             differs = not (salt and hmac.compare_digest(entry.get("hmac", ""), wanted))
             verdicts.append({"name": feed["name"], "url": feed_url(feed), "changes": differs})
-            if (differs or args.get("every")) and args.get("check", True):
+            if (differs or boolean(args.get("every", False))) and boolean(args.get("check", True)):
                 asked.append({"name": feed["name"], "url": feed_url(feed),
                               "username": str(args.get("username") or "pipfeed"),
                               "token": len(contents)})
@@ -72,7 +73,12 @@ class ActionModule(ActionBase):
         if done["rc"] != 0:
             result["error"] = host_run.failure(done, "The feeds could not be asked from the host")
             return result
-        answers = {a["name"]: a for a in json.loads(done["stdout"].strip().splitlines()[-1])}
+        try:
+            answers = {a["name"]: a for a in json.loads(done["stdout"].strip().splitlines()[-1])}
+        except (ValueError, IndexError, KeyError, TypeError):
+            result["error"] = (f"The feeds could not be asked from the host: its answer is not "
+                               f"JSON: {done['stdout'][-300:]!r}")
+            return result
         for verdict in verdicts:
             if verdict["name"] in answers:
                 answer = answers[verdict["name"]]

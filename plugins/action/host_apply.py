@@ -68,11 +68,17 @@ class ActionModule(ActionBase):
             spec = host_plan.probe_spec(items, diff_mode)
             done = host_run.run(self, python, "host_state.py",
                                 ["probe", json.dumps(spec, sort_keys=True)])
-            if done["rc"] != 0:
-                result.update(failed=True, msg=host_run.failure(
-                    done, f"{python} could not read the host's state"))
+            try:
+                if done["rc"] != 0:
+                    raise ValueError(host_run.failure(
+                        done, args.get("fail_msg") or f"{python} could not read the host's state"))
+                current = json.loads(done["stdout"].strip().splitlines()[-1])
+            except (ValueError, IndexError) as err:
+                message = str(err) if done["rc"] != 0 else (
+                    f"the probe on the host said something that is not JSON: "
+                    f"{done['stdout'][-300:]!r}")
+                result.update(failed=True, msg=message, error=message)
                 return result
-            current = json.loads(done["stdout"].strip().splitlines()[-1])
         try:
             changes = host_plan.decide(items, current)
         except host_plan.PlanError as err:

@@ -17,9 +17,10 @@
       username: pipfeed
       token: "{{ lookup('pipfeed.feed.token', feed) }}"   # the task is no_log
 
-build changes nothing when the same wheel is already there (its name and bytes follow from
-its content). upload reports changed when the feed took the file; 409 (the feed has this
-version, so this very file) is not a change.
+build writes the wheel on the controller only (in check mode too: the user-data pins its
+hash), and a wheel of the same content keeps its name and bytes, so it reports no change.
+upload reports changed when the feed took the file; 409 (the feed has this version, so this
+very file) is not a change; in check mode it sends nothing and reports that it would upload.
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class ActionModule(ActionBase):
                 for key in ("wheel", "url", "token"):
                     if not args.get(key):
                         raise AnsibleActionFail(f"pipfeed.feed.project_wheel upload needs {key}")
+                if self._task.check_mode:
+                    # Nothing is sent in check mode; the run would upload (or find it there).
+                    result.update(changed=True, result={"uploaded": None, "check_mode": True})
+                    return result
                 outcome = project_wheel.upload(str(args["url"]), dict(args["wheel"]),
                                                str(args.get("ca") or ""),
                                                str(args.get("username") or "pipfeed"),
@@ -56,7 +61,7 @@ class ActionModule(ActionBase):
             else:
                 raise AnsibleActionFail("pipfeed.feed.project_wheel needs command: build or "
                                         "upload")
-        except (project_wheel.ProjectWheelError, OSError) as error:
+        except (project_wheel.ProjectWheelError, OSError, KeyError, TypeError) as error:
             # error as well as msg: a no_log task that registers this with failed_when: false
             # keeps what went wrong (it never holds the token) for a task that shows it.
             result.update(failed=True, msg=str(error), error=str(error))

@@ -29,7 +29,8 @@ SSH round trip. A run that changes nothing makes one probe per role and no apply
     os          true: /etc/os-release (ID, VERSION_ID, ID_LIKE, PRETTY_NAME) and the machine.
     http        [{url, timeout, cafile?, proxy?}]: whether the URL answers (for the PyPI probe).
 
-``apply SPEC -``  (the content of the files follows on standard input; see read_bundle)
+``apply SPEC -``  (the content of the files follows on standard input, or is in the file
+    named instead of "-" where Ansible does not pipeline; see read_bundle)
     items, in order, each one of:
       {kind: directory, path, owner, group, mode}
       {kind: file, path, owner, group, mode, content: <index into the bundle>, backup?: bool,
@@ -472,6 +473,17 @@ def apply(spec: dict, contents: list) -> list:
     return done
 
 
+def contents_from(argv: list) -> list:
+    """The contents after the spec: "-" when they follow the program on stdin, else the path
+    of the file they were sent in (where Ansible does not pipeline)."""
+    if len(argv) < 3:
+        return []
+    if argv[2] == "-":
+        return read_bundle(sys.stdin.buffer)
+    with open(argv[2], "rb") as handle:
+        return read_bundle(handle)
+
+
 def main(argv: list) -> int:
     if len(argv) < 2 or argv[0] not in ("probe", "apply", "feeds"):
         print("usage: host_state.py probe SPEC | apply SPEC - | feeds SPEC -", file=sys.stderr)
@@ -482,15 +494,15 @@ def main(argv: list) -> int:
         return 0
     if argv[0] == "feeds":
         try:
-            print(json.dumps(feeds(spec, read_bundle(sys.stdin.buffer))))
-        except (ApplyError, ValueError) as err:
+            print(json.dumps(feeds(spec, contents_from(argv))))
+        except (ApplyError, ValueError, OSError) as err:
             print(f"host_state: {err}", file=sys.stderr)
             return 1
         return 0
     try:
-        contents = read_bundle(sys.stdin.buffer) if len(argv) > 2 else []
+        contents = contents_from(argv)
         done = apply(spec, contents)
-    except (ApplyError, ValueError) as err:
+    except (ApplyError, ValueError, OSError) as err:
         print(json.dumps({"done": getattr(err, "done", [])}))
         print(f"host_state: {err}", file=sys.stderr)
         return 1

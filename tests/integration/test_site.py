@@ -116,3 +116,23 @@ def test_a_tag_selects_one_role(lab, tag, role):
         assert "before anything changes" in name, line
         assert all(t.strip() == role or t.strip().startswith(f"{role}_")
                    for t in tags.strip("[]").split(",")), line
+
+
+def test_without_pipelining_the_programs_go_as_files_and_the_run_converges(lab, full, workdir):
+    """A controller that keeps pipelining off (Ansible's default, and what a first boot's
+    bootstrap would have without its own setting): the host programs and their data go as
+    files into the remote temporary directory, the run converges, and a re-run changes
+    nothing. Ansible's temporary directories are gone afterwards."""
+    host = "deb13-1"
+    unprovision(lab, host)
+    env = ansible_env(ANSIBLE_PIPELINING="False")
+    first = run_playbooks(lab, workdir, ["site.yml"], {}, "--limit", host, env=env)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr
+    assert recap(first.stdout)[host]["changed"] > 0
+    assert exists(lab, host, "/etc/pipfeed/tokens/python-feed.token")
+    again = run_playbooks(lab, workdir, ["site.yml"], {}, "--limit", host, env=env)
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr
+    assert recap(again.stdout)[host]["changed"] == 0, again.stdout[-4000:]
+    leftovers = sh(lab, host, "sudo sh -c 'ls -d /root/.ansible/tmp/ansible-tmp-* "
+                              "/home/labadmin/.ansible/tmp/ansible-tmp-* 2>/dev/null'")[1]
+    assert leftovers.strip() == ""

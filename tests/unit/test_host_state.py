@@ -1,0 +1,146 @@
+"""The probe-and-apply engine: the host program (plugins/module_utils/host_state.py) run on
+files in tmp_path, and the controller's decision (plugins/plugin_utils/host_plan.py) from what
+it reports. Nothing here touches this machine outside tmp_path."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.files import plugin, program
+
+pytestmark = pytest.mark.unit
+state = plugin("module_utils.host_state")
+plan = plugin("plugin_utils.host_plan")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to root")
+
+
+def bundle(*contents: bytes) -> bytes:
+    return b"".join(plan.bundle(list(contents)))
+
+
+def test_probe_reports_types_hashes_and_a_secret_only_by_hmac_under_its_own_salt(tmp_path):
+    plain, secret, link = tmp_path / "plain", tmp_path / "secret", tmp_path / "link"
+    plain.write_text("hello\n")
+    secret.write_text("s3cret-token\n")
+    link.symlink_to(plain)
+    found = state.probe({"paths": [{"path": str(plain), "content": True},
+                                   {"path": str(secret), "secret": True, "content": True},
+                                   {"path": str(link)}, {"path": str(tmp_path / "none")},
+                                   {"path": str(tmp_path)}]})
+    by = {entry["path"]: entry for entry in found["paths"]}
+    assert by[str(plain)]["sha256"] == hashlib.sha256(b"hello\n").hexdigest()
+    assert by[str(plain)]["content"] == "hello\n"
+    salt = bytes.fromhex(found["salt"])
+    assert by[str(secret)]["hmac"] == hmac.new(salt, b"s3cret-token\n", hashlib.sha256).hexdigest()
+    assert "content" not in by[str(secret)] and "sha256" not in by[str(secret)]
+    assert "s3cret" not in json.dumps(found)
+    assert by[str(link)] == dict(by[str(link)], type="link", src=str(plain))
+    assert by[str(tmp_path / "none")]["type"] == "missing"
+    assert by[str(tmp_path)]["type"] == "directory"
+    # A salt of its own each time: the same file gives another HMAC in the next probe.
+    again = state.probe({"paths": [{"path": str(secret), "secret": True}]})
+    assert again["paths"][0]["hmac"] != by[str(secret)]["hmac"]
+
+
+def test_probe_never_sends_back_a_password_written_into_a_url(tmp_path):
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nindex-url = https://me:hunter2@feed.example/simple/\n")
+    found = state.probe({"paths": [{"path": str(conf), "content": True, "redact": True}]})
+    assert found["paths"][0]["content"] == \
+        "[global]\nindex-url = https://me:***@feed.example/simple/\n"
+
+
+def test_probe_reads_the_pip_version_without_importing_pip():
+    found = state.probe({"pythons": [sys.executable, "/nonexistent/python3"]})
+    mine = found["pythons"][sys.executable]
+    assert mine["version"] == ".".join(map(str, sys.version_info[:3]))
+    import pip
+    assert mine["pip"] == pip.__version__
+    assert "error" in found["pythons"]["/nonexistent/python3"]
+
+
+@needs_root
+def test_apply_writes_beside_checks_and_renames_and_a_failed_check_keeps_the_old_file(tmp_path):
+    target = tmp_path / "conf"
+    target.write_text("old\n")
+    items = [{"kind": "file", "path": str(target), "owner": "root", "group": "root",
+              "mode": "0640", "content": 0, "backup": True,
+              "validate": "grep -q good %s"}]
+    with pytest.raises(state.ApplyError, match="failed its check"):
+        state.apply({"items": items}, [b"bad\n"])
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["conf"]  # no temporary file left
+    assert state.apply({"items": items}, [b"good\n"]) == [0]
+    assert target.read_text() == "good\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("conf.") and p.name.endswith("~")]
+    assert len(backups) == 1 and backups[0].read_text() == "old\n"
+
+
+@needs_root
+def test_apply_stops_at_the_first_failure_and_says_what_it_did_before(tmp_path):
+    items = [{"kind": "directory", "path": str(tmp_path / "d"), "owner": "root",
+              "group": "root", "mode": "0750"},
+             {"kind": "link", "path": str(tmp_path / "d" / "l"), "src": "/nowhere"},
+             {"kind": "absent", "path": str(tmp_path)}]
+    with pytest.raises(state.ApplyError) as failed:
+        state.apply({"items": items}, [])
+    assert failed.value.done == [0, 1]
+    assert os.readlink(tmp_path / "d" / "l") == "/nowhere"
+
+
+@needs_root
+def test_the_program_reads_its_contents_from_stdin_or_from_the_file_it_is_given(tmp_path):
+    script = program("host_state.py")
+    spec = json.dumps({"items": [{"kind": "file", "path": str(tmp_path / "a"), "owner": "root",
+                                  "group": "root", "mode": "0600", "content": 0}]})
+    done = subprocess.run([str(script), "apply", spec, "-"], input=bundle(b"via stdin\n"),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a").read_text() == "via stdin\n"
+    data = tmp_path / "data"
+    data.write_bytes(bundle(b"via file\n"))
+    done = subprocess.run([str(script), "apply", spec, str(data)], capture_output=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a").read_text() == "via file\n"
+    # Cut short: nothing is written, and it says so.
+    cut = bundle(b"x" * 100)[:-10]
+    done = subprocess.run([str(script), "apply", spec, "-"], input=cut, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 1 and b"cut short" in done.stderr
+    assert (tmp_path / "a").read_text() == "via file\n"
+
+
+def test_the_decision_needs_no_host_when_nothing_differs_and_names_each_change(tmp_path):
+    conf = tmp_path / "conf"
+    conf.write_text("same\n")
+    items = [{"kind": "file", "path": str(conf), "content": "same\n"},
+             {"kind": "file", "path": str(tmp_path / "token"), "content": "t0ken\n",
+              "secret": True},
+             {"kind": "link", "path": str(tmp_path / "l"), "src": "/x"}]
+    current = state.probe(plan.probe_spec(items, diff=True))
+    assert plan.known(items, current, diff=True)
+    changes = plan.decide(items, current)
+    assert [c["reason"] for c in changes] == ["created", "absent -> link to /x"]
+    # A secret's diff says only that it changes.
+    secret_diff = changes[0]["diff"]
+    assert "t0ken" not in json.dumps(secret_diff) and "holds a secret" in secret_diff["after"]
+    (tmp_path / "token").write_text("t0ken\n")
+    (tmp_path / "l").symlink_to("/x")
+    current = state.probe(plan.probe_spec(items, diff=False))
+    assert plan.decide(items, current) == []
+    spec, contents = plan.apply_spec(changes)
+    assert "t0ken" not in json.dumps(spec) and contents[0] == b"t0ken\n"
+
+
+def test_read_bundle_refuses_a_stream_without_its_header():
+    with pytest.raises(state.ApplyError, match="no header line"):
+        state.read_bundle(io.BytesIO(b""))
