@@ -14,6 +14,8 @@ diversion to the state a role wants, in one call to the host, and only where the
         - {kind: file, path: /etc/pipfeed/tokens/a.token, content: "...", secret: true, ...}
         - {kind: file, path: /usr/local/lib/pipfeed/pipfeed-keyring, program: pipfeed-keyring,
            owner: root, group: root, mode: "0755"}     # one of the collection's host programs
+        - {kind: file, path: /usr/local/bin/uv, src: /home/me/.cache/pipfeed/uv/.../uv,
+           owner: root, group: root, mode: "0755"}     # a file of the controller, as it is
         - {kind: link, path: /usr/local/bin/keyring, src: /usr/local/lib/pipfeed/pipfeed-keyring}
         - {kind: absent, path: /etc/pipfeed/tokens/gone.token}
         - {kind: group, name: pipfeed, members: [deploy]}
@@ -55,12 +57,11 @@ class ActionModule(ActionBase):
         verify = args.get("verify") or []
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise AnsibleActionFail("pipfeed.feed.host_apply: items must be a list of mappings")
-        # A file whose content is one of the collection's host programs, by name.
+        # A file whose content is one of the collection's host programs, by name, or a file
+        # on the controller (src: a binary such as uv's, sent as it is).
         try:
-            items = [dict({k: v for k, v in i.items() if k != "program"},
-                          content=installable(i["program"]).decode("utf-8"))
-                     if i.get("program") else i for i in items]
-        except (KeyError, FileNotFoundError) as err:
+            items = [self._resolve(i) for i in items]
+        except (KeyError, OSError) as err:
             raise AnsibleActionFail(f"pipfeed.feed.host_apply: {err}") from None
         diff_mode = bool(self._task.diff)
         current = args.get("current")
@@ -79,17 +80,20 @@ class ActionModule(ActionBase):
                     f"{done['stdout'][-300:]!r}")
                 result.update(failed=True, msg=message, error=message)
                 return result
+
         try:
             changes = host_plan.decide(items, current)
         except host_plan.PlanError as err:
             result.update(failed=True, msg=str(err), error=str(err))
             return result
+
         result["changes"] = [host_plan.summary(change) for change in changes]
         result["changed"] = bool(changes)
         if diff_mode and changes:
             result["diff"] = [change["diff"] for change in changes]
         if not changes or self._task.check_mode:
             return result
+
         spec, contents = host_plan.apply_spec(changes, verify)
         blocks = host_plan.bundle(contents)
         done = host_run.run(self, python, "host_state.py",
@@ -105,3 +109,14 @@ class ActionModule(ActionBase):
             except (ValueError, IndexError, KeyError, TypeError):
                 pass
         return result
+
+    @staticmethod
+    def _resolve(item: dict) -> dict:
+        if item.get("program"):
+            rest = {k: v for k, v in item.items() if k != "program"}
+            return dict(rest, content=installable(item["program"]).decode("utf-8"))
+        if item.get("kind") == "file" and item.get("src"):
+            with open(item["src"], "rb") as handle:
+                data = handle.read()
+            return dict({k: v for k, v in item.items() if k != "src"}, content=data)
+        return item

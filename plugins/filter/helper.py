@@ -10,8 +10,9 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.helper_plan import (
     feed_check_message, plan, probe_spec, token_items)
 
 
-def helper_probe_spec(feeds, users, group, python):
-    return probe_spec(list(feeds or []), list(users or []), str(group or ""), str(python))
+def helper_probe_spec(feeds, users, group, python, pythons=None):
+    return probe_spec(list(feeds or []), list(users or []), str(group or ""), str(python),
+                      [str(p) for p in pythons or []])
 
 
 def helper_plan(probe, feeds, username, group, users, netrc, python):

@@ -18,9 +18,12 @@ SSH round trip. A run that changes nothing makes one probe per role and no apply
                 could be guessed from the output, an HMAC under a one-time key cannot) and, when
                 asked and the file is small text, its content (for --diff), with any password
                 in a URL replaced by *** when redact is set.
-    pythons     [command or path]: each one's executable, version, and the version of the pip
-                it runs (read from pip's own files, without importing pip: a fraction of the
-                time of "python -m pip --version").
+    pythons     [command or path]: each one's executable, version, the version of the pip it
+                runs (read from pip's own files, without importing pip: a fraction of the time
+                of "python -m pip --version"), whether it makes venvs (venv and ensurepip, which
+                Debian and Ubuntu ship in python3-venv) and the pip a new venv gets
+                (ensurepip), the pip wheels of /usr/share/python-wheels (python3-pip-whl), its
+                libc and machine.
     groups      [name]: whether the group exists and its members.
     users       [name]: whether the account exists, its home, and the groups it is in.
     diversions  [path]: where dpkg diverts the path (read from dpkg's own database).
@@ -72,23 +75,33 @@ CONTENT_LIMIT = 256 << 10
 CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
 CHUNK = 1 << 16
 DIVERSIONS = "/var/lib/dpkg/diversions"
-# Prints the interpreter, its version and its pip's version without importing pip: pip's
-# __init__ is read as text for its __version__ line.
+# Prints the interpreter, its version and its pip's version without importing pip (pip's
+# __init__ is read as text for its __version__ line), and the pips a venv of it would get.
 PYTHON_PROBE = r"""
-import importlib.util, json, platform, re, sys
-found = importlib.util.find_spec("pip")
-pip = ""
-if found is not None and found.origin:
+import glob, importlib.util, json, os, platform, re, sys
+def version_in(path):
     try:
-        text = open(found.origin, encoding="utf-8").read()
-        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-        pip = match.group(1) if match else ""
+        text = open(path, encoding="utf-8").read()
     except OSError:
-        pass
+        return ""
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return match.group(1) if match else ""
+found = importlib.util.find_spec("pip")
+pip = version_in(found.origin) if found is not None and found.origin else ""
+venv = importlib.util.find_spec("venv") is not None and importlib.util.find_spec("ensurepip") is not None
+bundled = ""
+if venv:
+    try:
+        import ensurepip
+        bundled = ensurepip.version()
+    except Exception:
+        bundled = ""
+wheels = sorted(os.path.basename(w).split("-")[1]
+                for w in glob.glob("/usr/share/python-wheels/pip-*.whl"))
 print(json.dumps({"executable": sys.executable, "version": platform.python_version(),
-                  "pip": pip}))
+                  "pip": pip, "venv": venv, "ensurepip": bundled, "wheels": wheels,
+                  "libc": list(platform.libc_ver()), "machine": platform.machine()}))
 """
-
 
 class ApplyError(Exception):
     """An item could not be applied; the message names it, ``done`` lists the items (by

@@ -51,12 +51,12 @@ options:
     suboptions:
       kind:
         description:
-          - V(file) (O(items[].path), O(items[].content) or O(items[].program), O(items[].owner),
+          - V(file) (O(items[].path), O(items[].content), O(items[].program) or O(items[].src), O(items[].owner),
             O(items[].group), O(items[].mode), O(items[].backup), O(items[].validate), O(items[].secret)).
           - V(directory) (O(items[].path), O(items[].owner), O(items[].group), O(items[].mode)),
             created with its parents where missing.
-          - V(link) (O(items[].path), O(items[].src)), a symbolic link made beside the path
-            and renamed over it.
+          - V(link) (O(items[].path), O(items[].src)), a symbolic link to O(items[].src) made
+            beside the path and renamed over it.
           - V(absent) (O(items[].path)), a file or link removed; a directory there fails the item.
           - V(group) (O(items[].name), O(items[].members)), a system group created where missing.
           - V(divert) (O(items[].path), O(items[].to)), C(dpkg-divert --local --rename).
@@ -80,6 +80,13 @@ options:
             its C(#!/usr/bin/python3) line, such as the credential helper V(pipfeed-keyring).
         type: str
         choices: [pipfeed-keyring, wheelhouse_host.py, host_state.py]
+      src:
+        description:
+          - For a V(link), its target on the host.
+          - For a V(file), instead of O(items[].content), a file on the controller sent as it is
+            (a binary, such as uv's standalone program from M(pipfeed.feed.uv_binary)); its diff
+            shows its size and SHA-256.
+        type: str
       owner:
         description:
           - The owner of a file or directory. It is compared only when given; the host uses
@@ -114,9 +121,6 @@ options:
             host.
         type: bool
         default: false
-      src:
-        description: Where a link points.
-        type: str
       name:
         description: A group's name.
         type: str

@@ -16,6 +16,8 @@ import json
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import (
     helper_config, netrc_hosts)
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.platforms import (
+    oldest_pip, os_problem)
 
 PROGRAM_DIR = "/usr/local/lib/pipfeed"
 PROGRAM = f"{PROGRAM_DIR}/pipfeed-keyring"
@@ -45,15 +47,17 @@ def modes(group: str) -> dict:
     return {"group": "root", "file": "0600", "dir": "0700"}
 
 
-def probe_spec(feeds: list, users: list, group: str, python: str) -> dict:
-    """Everything the role decides on, for one host_probe call."""
+def probe_spec(feeds: list, users: list, group: str, python: str, pythons: list = ()) -> dict:
+    """Everything the role decides on, for one host_probe call. ``pythons``: more Pythons whose
+    pips will run on the host (the wheelhouse's venvs)."""
     paths = [{"path": PROGRAM}, {"path": LINKS[0]}, {"path": LINKS[1]},
              {"path": CONFIG, "content": True}, {"path": NETRC, "secret": True},
              {"path": PROGRAM_DIR}, {"path": ETC}, {"path": TOKEN_DIR}]
     paths += [{"path": token_path(feed), "secret": True} for feed in feeds]
     paths += [{"path": ".netrc", "user": account} for account in ["root", *users]]
-    return {"paths": paths, "pythons": [python], "groups": [group] if group else [],
-            "users": list(users), "diversions": [DISTRO_KEYRING], "listdir": [TOKEN_DIR]}
+    return {"paths": paths, "pythons": [python, *pythons], "groups": [group] if group else [],
+            "users": list(users), "diversions": [DISTRO_KEYRING], "listdir": [TOKEN_DIR],
+            "os": True}
 
 
 def _version(text: str) -> tuple:
@@ -64,13 +68,14 @@ def _version(text: str) -> tuple:
     return tuple(parts)
 
 
-def netrc_wanted(setting: str, probe: dict, python: str) -> bool:
-    """netrc for pips older than 23.1: always, never, or (auto) where the host's pip is older
-    than 23.1 or unknown (an unknown pip gets both ways)."""
+def netrc_wanted(setting: str, probe: dict, python: str = "") -> bool:
+    """netrc for pips older than 23.1: always, never, or (auto) where any pip that will run on
+    the host is older than 23.1 (the system's, the one a venv gets from ensurepip, the distro's
+    pip wheel, a venv's), or none is known (an unknown pip gets both ways)."""
     if setting in ("always", "never"):
         return setting == "always"
-    pip = (probe.get("pythons", {}).get(python) or {}).get("pip", "")
-    return not pip or _version(pip) < KEYRING_PIP
+    oldest = oldest_pip(list(probe.get("pythons", {}).values()))
+    return not oldest or _version(oldest) < KEYRING_PIP
 
 
 def plan(probe: dict, feeds: list, settings: dict) -> dict:
@@ -82,6 +87,9 @@ def plan(probe: dict, feeds: list, settings: dict) -> dict:
     group, users = settings.get("group", ""), list(settings.get("users", []))
     owner = modes(group)
     problems, warnings = [], []
+    unsupported = os_problem(probe.get("os", {}))
+    if unsupported:
+        problems.append(unsupported)
 
     missing = [u for u in users if not probe.get("users", {}).get(u, {}).get("exists")]
     if missing:

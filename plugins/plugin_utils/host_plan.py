@@ -7,7 +7,8 @@ call sends. Pure functions: the actions pipfeed.feed.host_apply and pipfeed.feed
 call them, and the unit tests check them without a host.
 
 An item (what a role wants), by kind:
-    file       path, content (text), owner, group, mode ("0644"), backup, validate, secret
+    file       path, content (text, or bytes for a binary), owner, group, mode ("0644"),
+               backup, validate, secret
     directory  path, owner, group, mode
     link       path, src
     absent     path
@@ -38,7 +39,8 @@ def probe_spec(items: list, diff: bool) -> dict:
         if kind in ("file", "directory", "link", "absent"):
             spec["paths"].append({"path": item["path"], "secret": bool(item.get("secret")),
                                   "content": bool(diff and kind == "file"
-                                                  and not item.get("secret"))})
+                                                  and not item.get("secret")
+                                                  and not isinstance(item.get("content"), bytes))})
         elif kind == "group":
             spec.setdefault("groups", []).append(item["name"])
         elif kind == "divert":
@@ -66,8 +68,9 @@ def known(items: list, current: dict | None, diff: bool) -> bool:
                     return False
                 if not item.get("secret") and "sha256" not in entry:
                     return False
-                if diff and not item.get("secret") and "content" not in entry \
-                        and not entry.get("binary") and "error" not in entry:
+                if diff and not item.get("secret") and not isinstance(item.get("content"), bytes) \
+                        and "content" not in entry and not entry.get("binary") \
+                        and "error" not in entry:
                     return False
         elif kind == "group" and item["name"] not in current.get("groups", {}):
             return False
@@ -105,7 +108,7 @@ def decide(items: list, current: dict) -> list:
         reason, diff = "", None
         if kind == "file":
             entry = paths.get(item["path"], {"type": "missing"})
-            data = str(item.get("content", "")).encode("utf-8")
+            data = _data(item)
             if entry.get("type") == "directory":
                 raise PlanError(f"{item['path']} is a directory on the host; a file belongs "
                                 "there. Move it away, then run again.")
@@ -129,6 +132,12 @@ def decide(items: list, current: dict) -> list:
                             "before": f"({_describe(entry)}: not shown, it holds a secret)\n",
                             "after": f"(file {item.get('owner')}:{item.get('group')} "
                                      f"{item.get('mode')}: not shown, it holds a secret)\n"}
+                elif isinstance(item.get("content"), bytes):
+                    digest = hashlib.sha256(data).hexdigest()
+                    diff = {"before_header": header, "after_header": header,
+                            "before": (f"(binary, sha256 {entry.get('sha256')})\n"
+                                       if entry.get("type") == "file" else ""),
+                            "after": f"(binary, {len(data)} bytes, sha256 {digest})\n"}
                 else:
                     diff = {"before_header": header, "after_header": header,
                             "before": entry.get("content", "") if entry.get("type") == "file"
@@ -176,6 +185,12 @@ def decide(items: list, current: dict) -> list:
     return changes
 
 
+def _data(item: dict) -> bytes:
+    """A file item's content as bytes (a binary's as it is, text as UTF-8)."""
+    content = item.get("content", "")
+    return content if isinstance(content, bytes) else str(content).encode("utf-8")
+
+
 def _state_diff(item: dict, current: dict, paths: dict) -> dict:
     """What --diff shows for an item that is not a file's content: its state before and after,
     one line each."""
@@ -209,7 +224,7 @@ def apply_spec(changes: list, verify: list | None = None) -> tuple:
                 if k not in ("content", "secret")}
         if change["item"]["kind"] == "file":
             item["content"] = len(contents)
-            contents.append(str(change["item"].get("content", "")).encode("utf-8"))
+            contents.append(_data(change["item"]))
         items.append(item)
     return {"items": items, "verify": verify or []}, contents
 

@@ -165,7 +165,8 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
         "python-unsupported": (
             "an unsupported Python (pipfeed_config_python: python2, which the host lacks)",
             {"pipfeed_config_python": "python2"},
-            ["'python2 -m pip' does not run", "point pipfeed_config_python at a Python that has pip"]),
+            ["pipfeed_config_python is python2, which does not run on",
+             "point pipfeed_config_python at the host's Python"]),
     }
 
 
@@ -252,7 +253,10 @@ HAND_WRITTEN = ("[global]\n"
                 "extra-index-url = https://me:{secret}@feed.lab.test/contoso/_packaging/"
                 "python-feed/pypi/simple/\ntimeout = 30\n")
 UNPARSEABLE = "index-url = https://feed.lab.test/contoso/_packaging/python-feed/pypi/simple/\n"
-PIP_DIR = "/usr/lib/python3/dist-packages/pip"
+# What a RHEL-family host says of itself; bind-mounted over the host's own in its mount
+# namespace (the roles read /etc/os-release).
+ROCKY = ('NAME="Rocky Linux"\nVERSION_ID="9.4"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+         'PRETTY_NAME="Rocky Linux 9.4 (Blue Onyx)"\n')
 
 
 def read_only_etc(lab, host: str, on: bool) -> None:
@@ -264,9 +268,11 @@ def read_only_etc(lab, host: str, on: bool) -> None:
 
 @pytest.fixture(scope="module")
 def host_states(lab, workdir, fresh):
-    """One run on three prepared hosts: pip missing (deb11-1), /etc read-only (deb12-1), a
-    hand-written pip.conf with a token in its URL (deb13-1)."""
-    must(lab, "deb11-1", sudo(f"mv {PIP_DIR} {PIP_DIR}.hidden-by-test"))
+    """One run on three prepared hosts: an OS of another family (deb11-1 says it is Rocky
+    Linux), /etc read-only (deb12-1), a hand-written pip.conf with a token in its URL
+    (deb13-1)."""
+    in_host(lab, "deb11-1", f"printf '{ROCKY}' > /run/lab-os-release && "
+                            "mount --bind /run/lab-os-release /etc/os-release")
     must(lab, "deb13-1", sudo("cat > /etc/pip.conf && chmod 0644 /etc/pip.conf"),
          HAND_WRITTEN.format(secret=SECRET).encode())
     try:
@@ -280,16 +286,17 @@ def host_states(lab, workdir, fresh):
             read_only_etc(lab, "deb12-1", False)
         after = {host: snapshot(lab, host) for host in HOSTS}
     finally:
-        must(lab, "deb11-1", sudo(f"mv {PIP_DIR}.hidden-by-test {PIP_DIR}"))
+        in_host(lab, "deb11-1", "umount /etc/os-release && rm -f /run/lab-os-release")
         must(lab, "deb13-1", sudo("rm -f /etc/pip.conf"))
     return {"result": result, "before": before, "after": after,
             "messages": failure_messages(result.stdout)}
 
 
 HOST_CASES = {
-    "pip-missing": ("pip missing on the host (deb11-1)", "deb11-1",
-                    ["'python3 -m pip' does not run on deb11-1", "apt-get install python3-pip",
-                     "point pipfeed_config_python at a Python that has pip"]),
+    "os-unsupported": ("an OS of another family, Rocky Linux (deb11-1)", "deb11-1",
+                       ["deb11-1 runs Rocky Linux 9.4 (Blue Onyx) (ID=rocky, ID_LIKE=rhel centos "
+                        "fedora), which these roles do not support",
+                        "Leave this host out of the inventory group"]),
     "etc-read-only": ("a read-only /etc (deb12-1)", "deb12-1",
                       ["/etc on deb12-1 is not writable, even for root", "Make it writable"]),
     "pip-conf-with-token": (

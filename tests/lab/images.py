@@ -83,6 +83,13 @@ RECIPES: dict[str, Recipe] = {
     "deb11": Recipe("deb11", "bullseye", "3.9"),
     "deb12": Recipe("deb12", "bookworm", "3.11"),
     "deb13": Recipe("deb13", "trixie", "3.13"),
+    # Hosts as clouds ship them (Debian's and Ubuntu's cloud images): python3 and python3-venv
+    # without python3-pip (venvs get pip from python3-pip-whl), and python3 alone.
+    "deb12nopip": Recipe("deb12nopip", "bookworm", "3.11",
+                         packages=tuple(p for p in BASE_PACKAGES if p != "python3-pip")),
+    "deb13bare": Recipe("deb13bare", "trixie", "3.13",
+                        packages=tuple(p for p in BASE_PACKAGES
+                                       if p not in ("python3-pip", "python3-venv"))),
     # Not a distro of its own: Debian 12 as a cloud image, for cloud-init's first boot.
     "deb12ci": Recipe("deb12ci", "bookworm", "3.11", packages=BASE_PACKAGES + ("cloud-init",),
                       hooks=CLOUD_INIT_HOOKS),

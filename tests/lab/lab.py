@@ -516,15 +516,28 @@ class Lab:
 
     def add_host(self, distro: str, log=sys.stderr) -> Host:
         """One more host in a running lab (a fresh machine for a test), in the inventory."""
-        if distro not in images.RECIPES:
-            raise LabError(f"unknown distro {distro!r}; known: {', '.join(images.RECIPES)}")
-        tags = images.ensure([distro], log)
-        taken = {h.name for h in self.hosts}
-        index = next(i for i in range(1, 100) if f"{distro}-{i}" not in taken)
-        self._start_hosts(tags, [distro], 1, first=index)
+        return self.add_hosts([distro], 1, log=log)[0]
+
+    def add_hosts(self, distros, count: int = 1, log=sys.stderr) -> list[Host]:
+        """`count` more hosts of each distro in a running lab (a fleet that grows, for the
+        fleet benchmark), each under the lowest free name of its distro, in the inventory. The
+        host keys are collected and the inventory written once, after all of them started."""
+        for distro in distros:
+            if distro not in images.RECIPES:
+                raise LabError(f"unknown distro {distro!r}; known: {', '.join(images.RECIPES)}")
+        if count < 1:
+            raise LabError(f"count must be 1 or more, not {count}")
+        tags = images.ensure(sorted(set(distros)), log)
+        added = []
+        for distro in distros:
+            for _ in range(count):
+                taken = {h.name for h in self.hosts}
+                index = next(i for i in range(1, 1000) if f"{distro}-{i}" not in taken)
+                self._start_hosts(tags, [distro], 1, first=index)
+                added.append(f"{distro}-{index}")
         self._collect_host_keys()
         self._write_inventory()
-        return self.host(f"{distro}-{index}")
+        return [self.host(name) for name in added]
 
     def remove_host(self, name: str) -> None:
         """Remove a host that add_host() made, and drop it from the inventory."""
@@ -597,6 +610,10 @@ class Lab:
                 "pipfeed_wheelhouse_requirements": str(requirements),
                 "pipfeed_wheelhouse_index_url": self.controller_feed_url,
                 "pipfeed_wheelhouse_controller_cert": str(self.ca_file),
+                # Where the controller gets uv's binary when a test turns
+                # pipfeed_config_uv_install on (hosts without pip).
+                "pipfeed_config_uv_index_url": self.controller_feed_url,
+                "pipfeed_config_uv_controller_cert": str(self.ca_file),
             }}}
         self.inventory.parent.mkdir(exist_ok=True)
         # JSON is YAML; it keeps this writer free of a YAML dependency.

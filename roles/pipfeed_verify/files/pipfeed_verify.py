@@ -13,6 +13,11 @@ Python is refused on Debian 12 and later (PEP 668) even for a dry run. `pip down
 the same set with the same find-links from pip.conf, for this interpreter's tags, checks every
 hash, and touches no environment.
 
+A host without a system pip (as Debian's and Ubuntu's cloud images come) is asked through the
+pip of a throwaway venv (the pip its users' venvs get); a host with neither pip nor a venv
+module but uv is asked through uv (its uv.toml, the helper, and `uv pip install --dry-run
+--offline`); the report says which one answered.
+
 Input: one JSON argument (no secret in it). Output: JSON on stdout with "facts", "problems"
 (each says what to fix) and "warnings". The token is held in memory only, never printed.
 """
@@ -323,6 +328,60 @@ def tool_version(argv: list) -> str:
     return out.split("(")[0].strip() if rc == 0 else ""
 
 
+def throwaway_venv(python: str, scratch: str):
+    """A venv's python made with the host's Python (its pip from ensurepip: the pip the host's
+    venvs get), or None where the venv module is missing."""
+    rc, out, err = run([python, "-m", "venv", os.path.join(scratch, "venv")], timeout=300)
+    return os.path.join(scratch, "venv", "bin", "python") if rc == 0 else None
+
+
+def check_uv(spec: dict, uv: str, python: str, report: dict) -> None:
+    """A host with uv but no pip: uv.toml as uv reads it, the feeds through the credential
+    helper (uv's keyring-provider), and the offline set resolved by uv with no index."""
+    facts = report["facts"]
+    facts["pip_used"] = "uv (no pip on the host)"
+    try:
+        import tomllib
+        with open("/etc/uv/uv.toml", "rb") as handle:
+            settings = tomllib.load(handle)
+    except ImportError:
+        settings = None
+    except (OSError, ValueError) as error:
+        report["problems"].append(f"uv cannot read /etc/uv/uv.toml ({error}). Run site.yml "
+                                  "(tag pipfeed_config).")
+        return
+    if settings is not None:
+        urls = [plain(index.get("url", "")) for index in settings.get("index", [])]
+        missing = [f["name"] for f in spec["feeds"] if plain(f["url"]) not in urls]
+        if spec["mode"] != "offline" and missing:
+            report["problems"].append(
+                f"/etc/uv/uv.toml has no index for {', '.join(missing)}. Run site.yml (tag "
+                "pipfeed_config).")
+        uses_keyring = settings.get("keyring-provider") == "subprocess"
+    else:
+        uses_keyring = True
+    if spec["mode"] != "offline":
+        check_feeds(spec, (99,), {"global.keyring-provider": "subprocess" if uses_keyring
+                                  else ""}, report)
+    if spec["wheelhouse"] and check_wheelhouse(spec, report):
+        requirements = spec["requirements"] or os.path.join(spec["wheelhouse_path"],
+                                                            "requirements.txt")
+        with tempfile.TemporaryDirectory(prefix="pipfeed-verify-") as scratch:
+            venv = os.path.join(scratch, "venv")
+            rc, out, err = run([uv, "venv", "--quiet", "--offline", "--python", python, venv])
+            if rc == 0:
+                rc, out, err = run([uv, "pip", "install", "--dry-run", "--offline", "--no-index",
+                                    "--find-links", spec["wheelhouse_path"], "--python",
+                                    os.path.join(venv, "bin", "python"), "-r", requirements],
+                                   timeout=spec["offline_timeout"])
+        report["facts"]["offline"] = "ok (uv)" if rc == 0 else "failed"
+        if rc != 0:
+            report["problems"].append(
+                f"the requirement set {requirements} does not resolve with no index (uv pip "
+                f"install --dry-run --offline: {tail(err or out)}). Run site.yml (tag "
+                "pipfeed_wheelhouse).")
+
+
 def main() -> int:
     spec = json.loads(sys.argv[1])
     python = spec["python"]
@@ -330,28 +389,46 @@ def main() -> int:
     facts = report["facts"]
     facts["os"] = os_release()
     facts["python"] = tool_version([python, "--version"]).replace("Python ", "") or "missing"
-    pip = tool_version([python, "-m", "pip", "--version", "--disable-pip-version-check"])
-    facts["pip"] = pip.split(" from ")[0].replace("pip ", "") if pip else "missing"
     uv = shutil.which("uv", path="/usr/local/bin:/usr/bin:/bin:/opt/pipfeed/bin")
     facts["uv"] = tool_version([uv, "--version"]).replace("uv ", "") if uv else "not installed"
-    if not pip:
-        report["problems"].append(
-            f"'{python} -m pip' does not run. Install the distro's pip (apt-get install "
-            "python3-pip), or set pipfeed_verify_python.")
-        print(json.dumps(report))
-        return 0
-    pip_version = version_tuple(facts["pip"])
-    files, settings, error = pip_settings(python)
-    if error:
-        report["problems"].append(f"pip cannot read its configuration ({error}). Fix "
-                                  f"{PIP_CONF}, or run site.yml (tag pipfeed_config).")
-    check_config(spec, files, settings, report)
-    if spec["mode"] != "offline":
-        check_feeds(spec, pip_version, settings, report)
-    check_pypi(spec, settings, report)
-    if spec["wheelhouse"]:
-        if check_wheelhouse(spec, report):
-            check_offline(spec, python, report)
+    with tempfile.TemporaryDirectory(prefix="pipfeed-verify-") as scratch:
+        pip_python = python
+        pip = tool_version([python, "-m", "pip", "--version", "--disable-pip-version-check"])
+        facts["pip_used"] = "the system's pip"
+        if not pip:
+            # No system pip (cloud images): the pip a venv of this Python gets answers, as
+            # the host's users would install.
+            venv_python = throwaway_venv(python, scratch)
+            if venv_python:
+                pip_python = venv_python
+                pip = tool_version([pip_python, "-m", "pip", "--version",
+                                    "--disable-pip-version-check"])
+                facts["pip_used"] = "the pip of a throwaway venv (ensurepip)"
+        facts["pip"] = pip.split(" from ")[0].replace("pip ", "") if pip else "missing"
+        if not pip:
+            if uv:
+                check_uv(spec, uv, python, report)
+            else:
+                facts["pip_used"] = "none"
+                report["problems"].append(
+                    f"no pip and no uv on this host can install from the feed: '{python} -m "
+                    "pip' does not run and there is no venv module. Install python3-venv (venvs "
+                    "then get pip from python3-pip-whl) or python3-pip, or set "
+                    "pipfeed_config_uv_install: true, then run site.yml.")
+            print(json.dumps(report))
+            return 0
+        pip_version = version_tuple(facts["pip"])
+        files, settings, error = pip_settings(pip_python)
+        if error:
+            report["problems"].append(f"pip cannot read its configuration ({error}). Fix "
+                                      f"{PIP_CONF}, or run site.yml (tag pipfeed_config).")
+        check_config(spec, files, settings, report)
+        if spec["mode"] != "offline":
+            check_feeds(spec, pip_version, settings, report)
+        check_pypi(spec, settings, report)
+        if spec["wheelhouse"]:
+            if check_wheelhouse(spec, report):
+                check_offline(spec, pip_python, report)
     print(json.dumps(report))
     return 0
 
