@@ -221,7 +221,7 @@ def test_killed_token_rotation_leaves_old_or_new_token_and_converges(request, la
     new_sum = hashlib.sha256((new + "\n").encode()).hexdigest()
     # The new token stays valid at the feed until the module ends (the old one too).
     killed = run_and_kill(lab.inventory, ["playbooks/rotate_token.yml"], variables, workdir,
-                          "Write each feed's token file", delay=0.2)
+                          "Write the token files and the netrc where they differ", delay=0.2)
     assert killed.killed_at and killed.returncode != 0
     held = {}
     for host in HOSTS:

@@ -252,7 +252,8 @@ def test_a_token_the_feed_refuses_stops_the_run_before_any_download(lab, workdir
     result = publish(lab, workdir, upstream, lab_feed_token="notavalidpat")
     assert result.returncode != 0
     said = " ".join(result.stdout.split())
-    assert "answered 401" in said and "token_var lab_feed_token" in said, said[-3000:]
+    assert "answered 401" in said and "the variable lab_feed_token (token_var)" in said, \
+        said[-3000:]
     assert "notavalidpat" not in result.stdout
     assert [e["status"] for e in lab.read_log(lab.access_log, mark)] == [401]
     assert (upstream["log"].stat().st_size if upstream["log"].exists() else 0) == upstream_mark

@@ -74,7 +74,8 @@ def test_refused_token_and_missing_wheel_fail_those_hosts_naming_the_fix(lab, wo
         assert "deb12-1  HEALTHY" in lines["deb12-1"]
         assert "deb13-1  UNHEALTHY" in lines["deb13-1"]
         assert ("the token was refused (401). Put a valid personal access token in the "
-                "variable lab_feed_token, then run playbooks/rotate_token.yml") in lines["deb13-1"]
+                "variable lab_feed_token (token_var), then run playbooks/rotate_token.yml"
+                ) in lines["deb13-1"]
         assert "deb11-1  UNHEALTHY" in lines["deb11-1"]
         assert f"{wheel} (missing)" in lines["deb11-1"]
         assert "offline dry run failed" in lines["deb11-1"]
