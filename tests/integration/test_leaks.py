@@ -96,9 +96,11 @@ def runs(lab, canary, controller):
                                   "pip download --no-cache-dir --no-input --disable-pip-version-check "
                                   "-d /tmp/leak-member lab-feedonly </dev/null'", timeout=260)
             assert "Successfully downloaded" in out
-        # Failing runs. The canary revoked at the feed: 401 in the helper's token check.
+        # Failing runs. The canary revoked at the feed: 401 in the rotation's token check (a
+        # rotation asks the feed about every token; site.yml only about a token that changes).
         lab.tokens_file.write_text(tokens)
-        done["revoked (401)"] = run_playbooks(lab, controller["root"], ["site.yml"], variables,
+        done["revoked (401)"] = run_playbooks(lab, controller["root"],
+                                              ["playbooks/rotate_token.yml"], variables,
                                               "-vvv", "--limit", "deb12-1", env=env)
         # The canary with a line break after it: refused before it leaves the controller.
         set_tokens(lab, {"token": canary, "scopes": ["read"]}, base=tokens)
@@ -166,7 +168,8 @@ def test_no_canary_in_controller_logs_fact_cache_or_temp(request, runs, canary, 
             if needle in path.read_bytes():
                 hits.append(str(path))
     assert controller["log"].stat().st_size > 100_000
-    assert any(controller["facts"].iterdir()), "no fact cache was written"
+    # site.yml gathers no facts (each role's probe reads what it uses), so the fact cache may
+    # hold nothing; whatever it holds is searched with the rest.
     assert hits == []
     request.node.user_properties.append(("detail", f"{searched} files searched, 0 hits"))
 
