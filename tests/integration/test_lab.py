@@ -233,3 +233,102 @@ def test_controller_pip_downloads_from_the_feed_by_its_address(lab, tmp_path):
     assert (tmp_path / "dl" / "lab_feedonly-1.0.0-py3-none-any.whl").exists()
     kinds = [(e["kind"], e["host"], e["status"]) for e in lab.read_log(lab.access_log, mark)]
     assert ("download", lab.gateway, 303) in kinds and ("blob", lab.gateway, 200) in kinds
+
+
+# What a host's credential helper does to get a token from its VM's managed identity: IMDS at
+# 169.254.169.254 with the Metadata header and no proxy (standard library only, Python 3.9+).
+IMDS_CLIENT = base64.b64encode(rb'''
+import base64, json, socket, sys, time, urllib.error, urllib.request
+URL = ("http://169.254.169.254/metadata/identity/oauth2/token"
+       "?api-version=2018-02-01&resource=499b84ac-1321-427f-aa17-267ca6975798")
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+def call(request, timeout):
+    start = time.monotonic()
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            status, headers, body = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, body = error.code, error.headers, error.read()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        result = ("timeout" if isinstance(reason, socket.timeout) else "refused"
+                  if isinstance(reason, ConnectionRefusedError) else
+                  "error: " + type(reason).__name__)
+        return {"status": None, "result": result, "seconds": round(time.monotonic() - start, 2)}
+    is_json = (headers.get("Content-Type") or "").startswith("application/json")
+    return {"status": status, "retry_after": headers.get("Retry-After"),
+            "body": json.loads(body) if is_json else None}
+
+def token(metadata=True, timeout=5):
+    return call(urllib.request.Request(URL, headers={"Metadata": "true"} if metadata else {}),
+                timeout)
+
+def feed(url, token):
+    pair = base64.b64encode(("any-user:" + token).encode()).decode()
+    return call(urllib.request.Request(url, headers={"Authorization": "Basic " + pair}),
+                20)["status"]
+
+verb, args = sys.argv[1], sys.argv[2:]
+if verb == "token":
+    print(json.dumps([token() for _ in range(int(args[0]))]))
+elif verb == "nometa":
+    print(json.dumps(token(metadata=False)))
+elif verb == "unreachable":
+    print(json.dumps(token(timeout=3)))
+elif verb == "expiry":
+    got = token()["body"]
+    before = feed(args[0], got["access_token"])
+    time.sleep(max(0.0, int(got["expires_on"]) - time.time()) + 0.5)
+    print(json.dumps({"expires_in": got["expires_in"], "before": before,
+                      "after": feed(args[0], got["access_token"])}))
+''').decode()
+
+
+def imds_client(lab, host: str, *args: str):
+    result = lab.testinfra(host).run(f"echo {IMDS_CLIENT} | base64 -d > /tmp/imds_client.py && "
+                                     f"python3 /tmp/imds_client.py {shlex.join(args)}")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_imds_stand_in_mints_feed_tokens_that_expire_and_goes_away(lab):
+    """A host made an Azure VM (lab.start_imds) fetches a token from 169.254.169.254, which the
+    feed takes as the Basic password until it expires; IMDS's 429/410/500 come as queued; once
+    IMDS is stopped the host cannot reach 169.254.169.254 at all."""
+    host = lab.host("deb12-1")
+    mark = lab.log_mark(lab.imds_log)
+    lab.start_imds()
+    try:
+        [first] = imds_client(lab, host.name, "token", "1")
+        assert first["status"] == 200, first
+        token = first["body"]["access_token"]
+        assert first["body"]["resource"] == "499b84ac-1321-427f-aa17-267ca6975798"
+        assert first["body"]["expires_in"] == "3600"
+        assert probe(lab, host.name, "get", lab.feed_url, token)["status"] == 200
+        assert probe(lab, host.name, "get", lab.feed_url, token + "x")["status"] == 401
+
+        lab.imds_control(ttl=2)
+        assert imds_client(lab, host.name, "expiry", lab.feed_url) == {
+            "expires_in": "2", "before": 200, "after": 401}
+
+        missing = imds_client(lab, host.name, "nometa")
+        assert (missing["status"], missing["body"]) == (400, {
+            "error": "invalid_request",
+            "error_description": "Required metadata header not specified"})
+
+        lab.imds_control(fail=[429, 410, 500])
+        answers = imds_client(lab, host.name, "token", "4")
+        assert [a["status"] for a in answers] == [429, 410, 500, 200]
+        assert answers[0]["retry_after"] and answers[1]["retry_after"] is None
+
+        entries = [e for e in lab.read_log(lab.imds_log, mark) if e["client"] == host.ip]
+        assert [e["status"] for e in entries] == [200, 200, 400, 429, 410, 500, 200]
+        log = lab.imds_log.read_text()
+        assert token not in log and answers[3]["body"]["access_token"] not in log
+    finally:
+        lab.stop_imds()
+    gone = imds_client(lab, host.name, "unreachable")
+    assert gone["status"] is None and gone["result"] in ("timeout", "refused"), gone
+    assert gone["seconds"] < 5
+    assert "imds" not in lab.state and "imds" not in lab.state["pids"]

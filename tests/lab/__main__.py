@@ -1,4 +1,4 @@
-"""Command line of the lab: `python -m tests.lab up|down|status|inventory|demo|upstream`."""
+"""Command line of the lab: `python -m tests.lab up|down|status|inventory|demo|upstream|imds`."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--all", action="store_true", help="every lab made from this checkout")
     for command in ("status", "inventory", "upstream"):
         sub.add_parser(command).add_argument("--name", default="demo")
+    p = sub.add_parser("imds", help="turn the IMDS stand-in (169.254.169.254) on or off")
+    p.add_argument("--name", default="demo")
+    p.add_argument("state", choices=("on", "off"))
     args = parser.parse_args(argv)
 
     try:
@@ -131,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             print(Lab.load(args.name).inventory.read_text(), end="")
         elif args.command == "upstream":
             print(Lab.load(args.name).start_upstream())
+        elif args.command == "imds":
+            lab = Lab.load(args.name)
+            if args.state == "on":
+                lab.start_imds()
+                print(f"IMDS is on: every host of {lab.name!r} reaches it as "
+                      "http://169.254.169.254/metadata/identity/oauth2/token "
+                      f"(log: {lab.imds_log})")
+            else:
+                lab.stop_imds()
+                print(f"IMDS is off: the hosts of {lab.name!r} are no Azure VMs")
     except LabError as error:
         print(f"lab: {error}", file=sys.stderr)
         return 2

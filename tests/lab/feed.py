@@ -269,11 +269,22 @@ class JsonLines:
 class TokenStore:
     """Personal access tokens, read from the JSON file on every request.
 
-    Reading every time makes rotation and revocation take effect at once.
+    Reading every time makes rotation and revocation take effect at once.  An entry may carry
+    ``"expires"`` (seconds since the epoch, as the IMDS stand-in's minted tokens do): from that
+    moment on it is no longer accepted (401); an expiry that is not a number fails closed.
     """
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
+
+    @staticmethod
+    def _live(item: dict, now: float) -> bool:
+        expires = item.get("expires")
+        if expires is None:
+            return True
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+            return False
+        return now < expires
 
     def _entries(self) -> list[tuple[bytes, frozenset[str]]]:
         try:
@@ -281,8 +292,10 @@ class TokenStore:
         except (OSError, ValueError):
             return []
         entries = []
+        now = time.time()
         for item in data.get("tokens", []) if isinstance(data, dict) else []:
-            if isinstance(item, dict) and isinstance(item.get("token"), str) and item["token"]:
+            if isinstance(item, dict) and isinstance(item.get("token"), str) and item["token"] \
+                    and self._live(item, now):
                 scopes = item.get("scopes") or []
                 entries.append((item["token"].encode(), frozenset(str(s) for s in scopes)))
         return entries

@@ -37,6 +37,8 @@ OTHER_HOST = "other.lab.test"
 PYPI_HOSTS = ("pypi.org", "files.pythonhosted.org")
 FEED_PORT = 443
 OTHER_PORT = 8443
+# The IMDS stand-in on the gateway; hosts reach it as 169.254.169.254:80 (start_imds).
+IMDS_PORT = 8169
 ORG = "contoso"
 FEED = "python-feed"
 ADMIN_USER = "labadmin"
@@ -492,6 +494,84 @@ class Lab:
         current.update(settings)
         write_control(self.control_file, **current)
 
+    # ----- an Azure IMDS stand-in (tests/lab/imds.py) -------------------------------------
+    @property
+    def imds_log(self) -> Path:
+        return self.dir / "logs" / "imds.jsonl"
+
+    @property
+    def imds_control_file(self) -> Path:
+        return self.dir / "imds-control.json"
+
+    def start_imds(self, **settings) -> None:
+        """Make the hosts Azure VMs with a managed identity: the IMDS stand-in on the gateway
+        (IMDS_PORT), which every host, and every host added while it is on, reaches as
+        http://169.254.169.254:80. Its control file starts afresh: defaults and `settings`
+        (as for imds_control). Tokens it mints go into the feed's tokens file."""
+        from . import imds
+        imds.write_control(self.imds_control_file, **settings)
+        if not self._alive(self.state["pids"].get("imds")):
+            self._spawn("imds", [sys.executable, "-m", "tests.lab.imds",
+                                 "--listen", f"{self.gateway}:{IMDS_PORT}",
+                                 "--control", str(self.imds_control_file),
+                                 "--tokens", str(self.tokens_file),
+                                 "--log", str(self.imds_log)])
+            if imds.read_control(self.imds_control_file)["down"] not in (True, "refuse"):
+                wait_tcp(self.gateway, IMDS_PORT, 30)
+        self.state["imds"] = {"port": IMDS_PORT}
+        self.save()
+        self._imds_allow(True)
+        for host in self.hosts:
+            self._imds_redirect(host.container, True)
+
+    def stop_imds(self) -> None:
+        """The hosts are no Azure VMs again: 169.254.169.254 leads nowhere (connections time
+        out), and the service stops. Tokens it minted stay in the tokens file until they
+        expire."""
+        for host in self.hosts:
+            self._imds_redirect(host.container, False)
+        self._imds_allow(False)
+        self._stop_pid("imds")
+        self.state.pop("imds", None)
+        self.save()
+
+    def imds_control(self, **settings) -> None:
+        """Change the IMDS stand-in's token lifetime (ttl), identities, queued failures (fail,
+        retry_after), reachability (down) or delay (delay_ms); see tests/lab/imds.py."""
+        from . import imds
+        imds.update_control(self.imds_control_file, **settings)
+
+    def _imds_allow(self, on: bool) -> None:
+        """The lab's firewall chain lets the hosts reach IMDS_PORT on the gateway (or not)."""
+        rule = [self.chain, "-d", self.gateway, "-p", "tcp", "--dport", str(IMDS_PORT),
+                "-j", "ACCEPT"]
+        if on:
+            if self._iptables("-C", *rule, check=False).returncode != 0:
+                self._iptables("-I", rule[0], "1", *rule[1:])
+        else:
+            while self._iptables("-D", *rule, check=False).returncode == 0:
+                pass
+
+    def _imds_redirect(self, container: str, on: bool) -> None:
+        """In the host's own network namespace (entered from this machine: the containers are
+        unprivileged), 169.254.169.254:80 is DNATed to the stand-in on the gateway."""
+        pid = run(["docker", "inspect", "-f", "{{.State.Pid}}", container],
+                  check=False).stdout.strip()
+        if not pid.isdigit() or pid == "0":
+            if on:
+                raise LabError(f"{container} is not running; cannot point it at IMDS")
+            return
+        from .imds import IMDS_ADDRESS
+        rule = ["OUTPUT", "-d", f"{IMDS_ADDRESS}/32", "-p", "tcp", "--dport", "80",
+                "-j", "DNAT", "--to-destination", f"{self.gateway}:{IMDS_PORT}"]
+        nat = ["nsenter", "-t", pid, "-n", "iptables", "-w", "-t", "nat"]
+        if on:
+            if run([*nat, "-C", *rule], check=False).returncode != 0:
+                run([*nat, "-A", *rule])
+        else:
+            while run([*nat, "-D", *rule], check=False).returncode == 0:
+                pass
+
     # ----- hosts ------------------------------------------------------------------------
     def _start_hosts(self, tags: dict[str, str], distros, count: int, first: int = 1) -> None:
         firewall_ip = self.state["firewall"]["ip"]
@@ -508,6 +588,8 @@ class Lab:
                 for entry in add_hosts:
                     cmd += ["--add-host", entry]
                 run(cmd + [tags[distro]])
+                if "imds" in self.state:
+                    self._imds_redirect(container, True)
                 self.state["hosts"].append({"name": name, "distro": distro,
                                             "python": images.RECIPES[distro].python,
                                             "container": container,
