@@ -10,9 +10,12 @@
       token: the index feed's token, for build (the task is no_log)
 
 No host is contacted and no command is started for the check: a run that changes nothing pays
-for one task, once. For build, the token goes into a netrc file in a private temporary
-directory for the length of the call (pip reads it through NETRC, for the index's host only),
-and the directory is removed whatever happens.
+for one task, once. For build, the controller reads the index's pages and downloads the files
+it chooses in this process, with the token as HTTP Basic authentication to the index's own
+origin (it stays in memory, never on a command line or in a file); pip, which fetches the
+build dependencies of sdist-only releases, reads it from a netrc file in a private temporary
+directory for the length of the call (through NETRC, for the index's host only), and the
+directory is removed whatever happens.
 """
 from __future__ import annotations
 
@@ -40,17 +43,17 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("pipfeed.feed.wheelhouse_build needs command (check or "
                                     "build) and spec (a mapping)")
         token = self._task.args.get("token") or ""
+        user = self._task.args.get("username") or "pipfeed"
         private = None
         try:
             if command == "build" and token:
                 private = tempfile.mkdtemp(prefix="pipfeed-netrc-")
                 netrc = os.path.join(private, "netrc")
                 host = urlsplit(spec.get("index_url", "")).hostname or ""
-                user = self._task.args.get("username") or "pipfeed"
                 descriptor = os.open(netrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(f"machine {host} login {user} password {token}\n")
-                spec = dict(spec, netrc=netrc)
+                spec = dict(spec, netrc=netrc, credentials=[user, token])
             outcome = COMMANDS[command](spec)
         except (BuildError, OSError, ValueError) as error:
             # error as well as msg: a no_log task that registers this with failed_when: false

@@ -3,28 +3,123 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Filters for the pipfeed_wheelhouse role: what a host lacks.
 
-The comparison runs on the controller from one listing per host (file name, SHA-256, size), so
-that a host whose wheelhouse is complete costs one task, whatever the number of wheels.
+The comparison runs on the controller from one listing per host (file name, SHA-256, size, and
+the wheelhouse's own manifest.json), so that a host whose wheelhouse is complete costs one
+task, whatever the number of wheels.
+
+A host's wheelhouse that another controller built is kept when it already answers the same
+lock (host_answer_problem says why not, when it does not): every controller chooses the same
+files by the rule of plugin_utils/wheel_choice.py, but a wheelhouse built before that rule, or
+by a controller whose index listed other files, may hold another wheel of a pinned release
+(cryptography's manylinux2014 wheel where this controller takes its manylinux_2_28 one). Both
+install the same release on the host, so re-sending it would change nothing but the bytes,
+on every host, at every switch of controller.
 """
 from __future__ import annotations
+
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.wheel_choice import (
+    ChoiceError, parse_wheel_name, same_version, target_tags)
+
+MANIFEST = "manifest.json"
+REQUIREMENTS = "requirements.txt"
+_TAGS: dict[str, frozenset] = {}
+
+
+def _accepted(platform: dict) -> frozenset:
+    """The tags a host of the platform accepts (cached per platform for the play)."""
+    key = repr(sorted(platform.items()))
+    if key not in _TAGS:
+        _TAGS[key] = frozenset(target_tags(platform))
+    return _TAGS[key]
+
+
+def host_answer_problem(host: dict, build: dict, prune: bool = True) -> str:
+    """Why the host's current wheelhouse is not a valid answer to the build's lock; "" when it
+    is. Valid means, from the host's own manifest.json (which the probe returns) and its listing:
+
+    - the manifest is of the current format and names the same lock identity (the pins that
+      apply to the platform, with extras and the lock's hashes, the constraints' pins, the
+      platform and the path on the host: see wheelhouse_build.lock_id) and the same platform;
+    - every file it names is on the host with the sha256 it names (requirements.txt among them),
+      and, with prune on, nothing else is but manifest.json;
+    - its wheels are exactly one per project of the set, each of the pinned version, with a tag
+      the platform accepts (the same tag rules as the choice), and with a sha256 among the
+      lock's hashes for that project where the lock lists any (for a wheel a host built, the
+      sha256 of the sdist it was built from).
+
+    Then the host holds what the lock asks, checked by hash, with a requirements.txt that pins
+    and hashes exactly its files; which file of a release another controller chose does not
+    matter."""
+    answer = build.get("answer")
+    manifest = host.get("manifest")
+    if not answer:
+        return "the build carries no answer to compare with"
+    if not isinstance(manifest, dict):
+        return "the host's wheelhouse has no readable manifest"
+    if manifest.get("format") != answer["format"] or manifest.get("lock") != answer["lock"]:
+        return "the host's wheelhouse was built for another lock (or by an older release)"
+    if manifest.get("platform") != answer["platform"]:
+        return "the host's wheelhouse was built for another platform"
+    named = manifest.get("files")
+    have = host.get("files") or {}
+    if not isinstance(named, dict) or REQUIREMENTS not in named:
+        return "the host's manifest names no requirements.txt"
+    for name, entry in sorted(named.items()):
+        if not isinstance(entry, dict) or have.get(name, {}).get("sha256") != entry.get("sha256"):
+            return f"{name} is missing on the host or differs from its manifest"
+    extra = sorted(set(have) - set(named) - {MANIFEST})
+    if extra and prune:
+        return f"the host holds files its manifest does not name ({', '.join(extra)})"
+    accepted = _accepted(answer["platform"])
+    pins = answer["pins"]
+    seen = set()
+    for name, entry in sorted(named.items()):
+        if name == REQUIREMENTS:
+            continue
+        try:
+            wheel = parse_wheel_name(name)
+        except ChoiceError:
+            return f"{name} is no wheel"
+        pin = pins.get(wheel.project)
+        if pin is None or not same_version(wheel.version, pin["version"]):
+            return f"{name} is no release the lock pins"
+        if wheel.project in seen:
+            return f"the host holds two wheels of {wheel.project}"
+        seen.add(wheel.project)
+        if not wheel.tags & accepted:
+            return f"{name} does not fit {answer['platform'].get('key')}"
+        locked = entry.get("built_from_sha256") if entry.get("built_from") else entry.get("sha256")
+        if pin["hashes"] and locked not in pin["hashes"]:
+            return f"{name} matches none of the lock's hashes"
+    if seen != set(pins):
+        return "the host lacks " + ", ".join(sorted(set(pins) - seen))
+    return ""
 
 
 def delta(host: dict, build: dict, prune: bool = True) -> dict:
     """What one host needs: the files it lacks or holds damaged (sent in one bundle), the files
-    no longer wanted (pruned), and whether anything must change at all."""
+    no longer wanted (pruned), and whether anything must change at all. A host whose
+    wheelhouse differs from the build but is a valid answer to the same lock (see
+    host_answer_problem) needs nothing, and keeps it."""
     have = host.get("files") or {}
     want = build["files"]
     missing = sorted(name for name, entry in want.items()
                      if have.get(name, {}).get("sha256") != entry["sha256"])
     extra = sorted(name for name in have if name not in want)
+    healthy = host.get("exists") and host.get("is_link") and not host.get("stale")
+    needed = bool(missing or (prune and extra) or host.get("stale")
+                  or (host.get("exists") and not host.get("is_link")))
+    if needed and healthy and not host_answer_problem(host, build, prune):
+        return {"missing": [], "extra": [], "bytes": 0, "send": [], "needed": False,
+                "kept": True}
     return {
         "missing": missing,
         "extra": extra,
         "bytes": sum(want[name]["size"] for name in missing),
         # What the host action sends, in one bundle: [name, file in the controller's cache].
         "send": [[name, want[name]["src"]] for name in missing],
-        "needed": bool(missing or (prune and extra) or host.get("stale")
-                       or (host.get("exists") and not host.get("is_link"))),
+        "needed": needed,
+        "kept": False,
     }
 
 

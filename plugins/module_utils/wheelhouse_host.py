@@ -7,8 +7,10 @@ Two commands, each one Ansible task, so that a host costs a constant number of r
 whatever the number of wheels:
 
 ``probe``  reports the host's platform (Python, ABI, architecture, glibc), the free space where
-           the wheelhouse lives, and the SHA-256 of every file the current wheelhouse holds. The
-           controller compares that list with the manifest and decides what to send.
+           the wheelhouse lives, the SHA-256 of every file the current wheelhouse holds, and its
+           manifest.json. The controller compares that list with the manifest it built and
+           decides what to send (nothing, where the host's own manifest already answers the
+           same lock: a wheelhouse another controller built).
 ``apply``  builds the next wheelhouse in a new directory next to the current one (unchanged
            wheels hard-linked from it, new ones written from one bundle: see unpack), checks
            every file against the manifest, and only then swaps the wheelhouse symlink with a
@@ -53,6 +55,8 @@ CHUNK = 1 << 20
 HEADER_LIMIT = 16 << 20
 # How long an apply waits for another one on the same wheelhouse to end.
 LOCK_WAIT = 600
+# The most bytes of the current manifest.json the probe returns (a few hundred per wheel).
+MANIFEST_LIMIT = 4 << 20
 
 
 def sha256_file(path: str) -> str:
@@ -138,6 +142,19 @@ def glibc_version() -> str:
         return version if libc == "glibc" else ""
 
 
+def read_manifest(directory):
+    """The current wheelhouse's manifest.json, parsed; None when it has none or it is not JSON."""
+    if not directory:
+        return None
+    try:
+        with open(os.path.join(directory, MANIFEST), "rb") as handle:
+            data = handle.read(MANIFEST_LIMIT + 1)
+        manifest = json.loads(data.decode("utf-8")) if len(data) <= MANIFEST_LIMIT else None
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def probe(path: str) -> dict:
     info = sys.version_info
     implementation = sys.implementation.name
@@ -165,6 +182,7 @@ def probe(path: str) -> dict:
         "stale": stale,
         "free_bytes": free_bytes(path),
         "files": list_files(current),
+        "manifest": read_manifest(current),
     }
 
 

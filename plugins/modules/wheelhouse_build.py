@@ -15,10 +15,17 @@ description:
     started for V(check), so a run that changes nothing pays for one task, once.
   - The requirement set is resolved here for each target platform, not by pip. pip evaluates
     environment markers for the Python that runs it, not for C(--python-version), so every
-    requirement must be pinned (with C(==) or by the constraints file), pip downloads exactly
-    those pins with C(--no-deps), and the dependency closure is checked from each wheel's
-    metadata, evaluated for the target. A dependency that the constraints pin is added; one
-    that nothing pins fails the build with its name.
+    requirement must be pinned (with C(==) or by the constraints file), and the dependency
+    closure is checked from each wheel's metadata, evaluated for the target. A dependency that
+    the constraints pin is added; one that nothing pins fails the build with its name.
+  - The file of each pin is chosen here, not by the controller's pip, so that every controller
+    builds the same wheelhouse from the same lock. From the index's page of the project (PEP
+    503) it takes the wheel of the pinned version whose best tag comes first in the target's
+    tag priority (the order the target's pip accepts tags, computed by the collection for
+    CPython, the ABI, abi3, manylinux and C(py3-none-any)); among equals the highest build tag,
+    then the smallest file name. It downloads that file only, and checks it against the page's
+    C(#sha256=) and the lock's C(--hash) where the lock lists any. A release with no such
+    wheel comes as its sdist (built on a host, below).
   - V(check) checks the requirement set for every platform (pinned, parseable) and returns which
     platforms the cache already holds a complete, verified build of.
   - V(build) downloads what the cache lacks. A release with no wheel for a platform comes as its
@@ -26,10 +33,18 @@ description:
     wheels of their build dependencies, for a host of that platform to build with
     C(wheelhouse_host.py build)); the next V(build), told in O(spec.built) which host built
     them, takes the wheels back into the cache and finishes the set.
-  - For V(build), the token goes into a netrc file in a private temporary directory for the
-    length of the call (pip reads it through C(NETRC), for the index's host only), and the
+  - For V(build), the token goes as HTTP Basic authentication to the index's own origin (scheme,
+    host and port of O(spec.index_url)) only, never with a redirect to another origin (Azure
+    Artifacts answers a download with a 303 to a blob host). pip, which fetches only the build
+    dependencies of sdist-only releases, reads it from a netrc file in a private temporary
+    directory for the length of the call (through C(NETRC), for the index's host only), and the
     directory is removed whatever happens. pip reads no other setting of the controller
     (C(PIP_CONFIG_FILE=/dev/null), no C(PIP_*), no CA overrides).
+  - The manifest and C(requirements.txt) hold nothing of the controller (sorted keys, no path,
+    no time, no index URL), so every controller writes them byte for byte alike. The manifest
+    carries the lock's identity (C(lock)), from which a host's wheelhouse that another
+    controller built is recognised as an answer to the same lock (see
+    P(pipfeed.feed.wheelhouse_delta#filter)).
   - This is an action plugin; the module file only documents it.
 options:
   command:
@@ -59,17 +74,18 @@ options:
         type: str
         required: true
       index_url:
-        description: The PEP 503 index pip downloads from, without credentials (the token goes
-          through the netrc file).
+        description: The PEP 503 index the controller downloads from, without credentials (the
+          token goes as HTTP Basic authentication to this URL's origin only).
         type: str
         required: true
       cert:
-        description: A CA bundle for pip (C(PIP_CERT)), also for the pip that installs an sdist's
-          build dependencies; pip's own when not given.
+        description: A CA bundle for the controller's downloads and for pip (C(PIP_CERT)), also
+          for the pip that installs an sdist's build dependencies; the controller's system
+          store (and pip's own bundle, for pip) when not given.
         type: str
       host_path:
         description: The wheelhouse's path on the hosts, named in the C(requirements.txt) the build
-          writes.
+          writes (part of the lock's identity).
         type: str
         default: /var/lib/pipfeed/wheelhouse
       platforms:
@@ -90,14 +106,21 @@ options:
         description: Seconds each pip call may take.
         type: int
         default: 1800
+      http_timeout:
+        description: Seconds each request to the index may wait for an answer; a busy index
+          (429, 5xx) or a broken connection is tried three times.
+        type: int
+        default: 60
   token:
     description:
       - The index feed's token, for V(build), as the C(pipfeed.feed.token) lookup returns it;
         empty for an index that needs none. The task must be C(no_log).
+      - It stays in the controller's memory (HTTP Basic authentication to the index's origin),
+        and in a private netrc file for pip while the call lasts.
     type: str
     default: ''
   username:
-    description: The user name that goes with the token in the netrc file.
+    description: The user name that goes with the token.
     type: str
     default: pipfeed
 extends_documentation_fragment:
@@ -185,9 +208,11 @@ result:
       build in the cache, or null when the cache has none.
     - For V(build), a mapping of each platform key to its build. A complete build has C(key),
       C(dir) (the platform's cache), C(files) (per file name its C(sha256), C(size) and C(src),
-      with C(built_from) for a wheel built from an sdist; C(requirements.txt) and
-      C(manifest.json) among them), C(manifest_sha256), C(downloaded) (what this call fetched)
-      and C(built).
+      with C(built_from) and C(built_from_sha256) for a wheel built from an sdist;
+      C(requirements.txt) and C(manifest.json) among them), C(manifest_sha256), C(downloaded)
+      (what this call fetched), C(built), and C(answer) (C(format), C(lock), C(platform), and
+      C(pins), per project its C(version) and the lock's C(hashes)), which
+      P(pipfeed.feed.wheelhouse_delta#filter) judges a host's wheelhouse by.
     - A pending build has C(key), C(dir), C(pending) (the C(name) and C(version) of each
       sdist-only release), C(sources) (the archive for the host that builds them), C(result)
       (where their wheels must be fetched to) and C(downloaded).

@@ -10,51 +10,83 @@ Why not just ``pip download -r requirements.txt --python-version ...``: pip eval
 environment markers (``; python_version < "3.10"``) for the Python that runs it, not for
 ``--python-version``, and it does so for dependencies too. So the requirement set is resolved
 here, for the target: every requirement must be pinned (directly or by the constraints file),
-pip downloads exactly those pins with ``--no-deps``, and the dependency closure is then checked
-from each wheel's own metadata, evaluated for the target; a dependency that the constraints pin
-is added, one that nothing pins fails the build with its name.
+and the dependency closure is checked from each wheel's own metadata, evaluated for the target;
+a dependency that the constraints pin is added, one that nothing pins fails the build with its
+name.
+
+Nor does the controller's pip choose the files: pips of different releases pick different
+wheels of one release for one target (cryptography's ``manylinux_2_28`` wheel or its
+``manylinux2014`` one), so two controllers built two wheelhouses from one lock and every
+switch of controller re-sent every host's wheels. Each pin's file is chosen here, from the
+index's own list of files (its PEP 503 page) and the target's tag priority, by the rule of
+``wheel_choice`` (in this package), then downloaded with urllib and checked against the page's
+``#sha256=`` (and the lock's ``--hash``, when it lists any). The token goes as HTTP Basic
+authentication to the index's own origin only (scheme, host and port of the index URL), never
+with a redirect to another one (Azure Artifacts answers each download with a 303 to a blob
+host). The manifest and ``requirements.txt`` hold nothing of the controller (no path, no time,
+no index URL), so every controller writes them byte for byte alike.
 
 Commands (a spec in, a result out; a BuildError's message says what is wrong), run by the
 action pipfeed.feed.wheelhouse_build in the controller's Ansible process:
 ``check``   the requirement set for a list of platforms: pinned, parseable; and the plan.
 ``plan``    which platforms already have a complete, verified build in the cache.
-``build``   download what is missing (pip reads the token from the netrc file in $NETRC).
-            A release with no wheel for the platform comes as its sdist; the result for that
-            platform is then "pending": one archive with the sdists and the wheels of their
-            build dependencies, for a host of the platform to build (``wheelhouse_host.py
-            build``). The next ``build`` call, told which host built what (``built``), takes
-            the wheels it fetched back into the cache and finishes the set. A built wheel stays
-            in the cache, so a rebuild never builds it again.
+``build``   download what is missing. A release with no wheel for the platform comes as its
+            sdist; the result for that platform is then "pending": one archive with the sdists
+            and the wheels of their build dependencies (fetched by pip, which reads the token
+            from the netrc file in $NETRC), for a host of the platform to build
+            (``wheelhouse_host.py build``). The next ``build`` call, told which host built what
+            (``built``), takes the wheels it fetched back into the cache and finishes the set.
+            A built wheel stays in the cache, so a rebuild never builds it again.
+
+Each result carries an ``answer``: the lock's identity for the platform and its pins, from
+which the filter ``pipfeed.feed.wheelhouse_delta`` decides whether a host's wheelhouse (built
+by any controller, perhaps with other files) already answers the same lock, and then sends it
+nothing.
 
 What a host lacks goes to it from the cache's files themselves, through the action
 pipfeed.feed.host_script, with no archive made here.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import shutil
 import tarfile
 import tempfile
+import time
 import tomllib
+import urllib.error
+import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import HeaderParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, compatible_tags, cpython_tags
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.wheel_choice import (
+    ChoiceError, IndexFile, choose_sdist, choose_wheel, manylinux_platforms,
+    parse_simple_page, parse_wheel_name, same_version, tag_ranks, target_tags)
 
 MANIFEST = "manifest.json"
 REQUIREMENTS = "requirements.txt"
 # Which cached wheels a host built from an sdist: wheel file -> sdist, its sha256, the host.
 BUILT = "built.json"
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+# The manifest's format. 2: files chosen by wheel_choice's rule, the lock's identity ("lock")
+# in the manifest. It is part of the cache key too, so that a set an older release of the
+# collection built (with the controller's pip choosing the files) is built again.
+FORMAT = 2
+DEFAULT_HOST_PATH = "/var/lib/pipfeed/wheelhouse"
 # What pip assumes for an sdist without a [build-system] table (PEP 518), plus wheel, which
 # setuptools before 70.1 asks for and older pips add on their own.
 DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]
@@ -62,6 +94,12 @@ DEFAULT_BUILD_REQUIRES = ["setuptools>=40.8.0"]
 # them (nor any PIP_* setting nor /etc/pip.conf): the role says which index and which CA.
 CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 HASH_OPTION = re.compile(r"\s--hash[=\s]+(\S+)")
+# A file name from an index that may become a path in the cache: no directory part, no dot
+# first (a page could name "..").
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!~-]*$")
+# HTTP answers worth a second try (a busy or restarting index), and how long to wait before it.
+RETRY_STATUS = (429, 500, 502, 503, 504)
+RETRY_WAITS = (1, 3)
 
 
 class BuildError(Exception):
@@ -69,31 +107,8 @@ class BuildError(Exception):
 
 
 # ----- the target platform -------------------------------------------------------------------
-def manylinux_platforms(glibc: str, arch: str) -> list[str]:
-    """Every manylinux tag a host with this glibc accepts, most specific first (PEP 600, and
-    the legacy aliases of PEP 513/571/599)."""
-    major, minor = (int(part) for part in glibc.split(".")[:2])
-    if major != 2:
-        raise BuildError(f"glibc {glibc} is not a 2.x glibc")
-    tags = []
-    for glibc_minor in range(minor, 4, -1):
-        tags.append(f"manylinux_2_{glibc_minor}_{arch}")
-        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(glibc_minor)
-        if legacy:
-            tags.append(f"{legacy}_{arch}")
-    return tags
-
-
-def target_tags(platform: dict) -> list[Tag]:
-    """The wheel tags the target's pip accepts, best first."""
-    version = tuple(int(part) for part in platform["python"].split("."))
-    abi = platform["abi"]
-    # linux_<arch> last: the tag of a wheel that a host of this very platform built from an
-    # sdist (it is never asked of the index).
-    platforms = manylinux_platforms(platform["glibc"], platform["arch"]) + [
-        f"linux_{platform['arch']}"]
-    return (list(cpython_tags(version, [abi, "abi3", "none"], platforms))
-            + list(compatible_tags(version, abi, platforms)))
+# manylinux_platforms and target_tags (the target's tag priority) are wheel_choice's, imported
+# above; the publish role reaches them through this module, which defines the platform notion.
 
 
 def marker_environment(platform: dict) -> dict[str, str]:
@@ -247,11 +262,39 @@ def platform_dir(spec: dict, platform: dict) -> Path:
 
 
 def set_key(spec: dict, platform: dict) -> str:
-    """What a build depends on: the two files' bytes, the target, and the index."""
-    material = [Path(spec["requirements"]).read_bytes(),
+    """Where the controller caches a build: the two files' bytes, the target, the index and the
+    path on the hosts, and the manifest's format (a set an older release built is built
+    again). Only the controller sees it; hosts see the lock's identity (lock_id)."""
+    material = [f"format {FORMAT}".encode(), Path(spec["requirements"]).read_bytes(),
                 Path(spec["constraints"]).read_bytes() if spec.get("constraints") else b"",
-                json.dumps(platform, sort_keys=True).encode(), spec["index_url"].encode()]
+                json.dumps(platform, sort_keys=True).encode(), spec["index_url"].encode(),
+                spec.get("host_path", DEFAULT_HOST_PATH).encode()]
     return hashlib.sha256(b"\0".join(material)).hexdigest()[:16]
+
+
+def lock_pins(spec: dict, platform: dict) -> tuple[dict, dict]:
+    """The requirement set's pins for the target, and the constraints' pins (a lock file)."""
+    return (resolve_set(spec["requirements"], spec.get("constraints", ""), platform),
+            constraint_pins(spec.get("constraints", ""), platform))
+
+
+def lock_id(spec: dict, platform: dict) -> str:
+    """The identity of what a host of this platform must hold, from the inputs alone: the pins
+    that apply to the target (name, version, extras, the lock's hashes), the constraints' pins,
+    the platform and the path on the host (named in requirements.txt). Comments, the order of
+    lines, the index URL and the controller do not enter it, so every controller of a team
+    computes the same identity for the same lock; the manifest carries it to the host."""
+    pins, constrained = lock_pins(spec, platform)
+    material = {
+        "format": FORMAT, "platform": platform,
+        "path": spec.get("host_path", DEFAULT_HOST_PATH),
+        "requirements": sorted([name, pin["version"], sorted(pin["extras"]), sorted(pin["hashes"])]
+                               for name, pin in pins.items()),
+        "constraints": sorted([name, pin["version"], sorted(pin["hashes"])]
+                              for name, pin in constrained.items()),
+    }
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cached_result(spec: dict, platform: dict):
@@ -285,12 +328,30 @@ def cached_result(spec: dict, platform: dict):
                 f"the whole cache directory {root}) and run again to download it afresh")
     if now != verified:
         write_atomic(verified_path, json.dumps(now, sort_keys=True))
-    return result_for(root, set_dir, manifest)
+    return result_for(spec, platform, root, set_dir, manifest)
 
 
-def result_for(root: Path, set_dir: Path, manifest: dict, downloaded=()) -> dict:
-    """What the role needs of a complete build: the files and where they are, and what this
-    call fetched (wheels, sdists and build dependencies) and had built."""
+def answer_for(spec: dict, platform: dict, manifest: dict) -> dict:
+    """What a host's wheelhouse must be to answer this lock (the filter wheelhouse_delta reads
+    it): the lock's identity, the platform, and per project of the set its pinned version and
+    the hashes the lock lists for it (empty when it lists none)."""
+    pins, constrained = lock_pins(spec, platform)
+    wanted = {}
+    for name in manifest["files"]:
+        if name == REQUIREMENTS:
+            continue
+        project = parse_wheel_name(name).project
+        pin = pins.get(project) or constrained.get(project) or {}
+        wanted[project] = {"version": parse_wheel_name(name).version,
+                           "hashes": sorted(pin.get("hashes") or [])}
+    return {"format": FORMAT, "lock": manifest["lock"], "platform": platform, "pins": wanted}
+
+
+def result_for(spec: dict, platform: dict, root: Path, set_dir: Path, manifest: dict,
+               downloaded=()) -> dict:
+    """What the role needs of a complete build: the files and where they are, what this call
+    fetched (wheels, sdists and build dependencies) and had built, and the answer a host's
+    wheelhouse is judged by."""
     files = {}
     for name, entry in manifest["files"].items():
         source = set_dir / name if name == REQUIREMENTS else root / "wheels" / name
@@ -300,10 +361,179 @@ def result_for(root: Path, set_dir: Path, manifest: dict, downloaded=()) -> dict
                        "size": manifest_path.stat().st_size, "src": str(manifest_path)}
     return {"key": manifest["platform"]["key"], "dir": str(root), "files": files,
             "manifest_sha256": files[MANIFEST]["sha256"], "downloaded": list(downloaded),
-            "built": sorted(n for n, e in manifest["files"].items() if e.get("built_from"))}
+            "built": sorted(n for n, e in manifest["files"].items() if e.get("built_from")),
+            "answer": answer_for(spec, platform, manifest)}
 
 
-# ----- pip -----------------------------------------------------------------------------------
+# ----- the index -----------------------------------------------------------------------------
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """The token never follows a redirect to another origin. From one index page to another of
+    the index's own origin it does (an index may redirect a name to its normalised form); a
+    file download's redirect (Azure Artifacts: a 303 to a signed blob URL) goes without it."""
+
+    def __init__(self, index: "Index"):
+        super().__init__()
+        self.index = index
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and getattr(req, "pipfeed_page", False):
+            new.pipfeed_page = True
+            if self.index.same_origin(newurl):
+                self.index.authorize(new)
+        return new
+
+
+class Index:
+    """The index's project pages and files, read by the controller with urllib, in its own
+    process: one page per project and call (the platforms of a call share it), and only the
+    files the rule chooses."""
+
+    def __init__(self, spec: dict):
+        self.url = spec["index_url"].rstrip("/") + "/"
+        parts = urlsplit(self.url)
+        self.origin = (parts.scheme, parts.hostname, parts.port)
+        credentials = spec.get("credentials") or []
+        self.authorization = ""
+        if len(credentials) == 2 and credentials[1]:
+            pair = f"{credentials[0] or 'pipfeed'}:{credentials[1]}".encode()
+            self.authorization = "Basic " + base64.b64encode(pair).decode()
+        context = ssl.create_default_context(cafile=spec.get("cert") or None)
+        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                                  _Redirects(self))
+        self.timeout = float(spec.get("http_timeout", 60))
+        self.pages: dict[str, list[IndexFile]] = {}
+
+    def same_origin(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return (parts.scheme, parts.hostname, parts.port) == self.origin
+
+    def authorize(self, request: urllib.request.Request) -> None:
+        # Unredirected: urllib copies a request's other headers into the request a redirect
+        # makes, whatever its host.
+        if self.authorization:
+            request.add_unredirected_header("Authorization", self.authorization)
+
+    def _open(self, url: str, page: bool):
+        """The response to a GET, retried on a busy index or a broken connection."""
+        request = urllib.request.Request(url, headers={
+            "User-Agent": "pipfeed-wheelhouse", "Accept": "text/html" if page else "*/*"})
+        request.pipfeed_page = page
+        if self.same_origin(url):
+            self.authorize(request)
+        for attempt, wait in enumerate((*RETRY_WAITS, None)):
+            try:
+                return self.opener.open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as error:
+                error.close()
+                if error.code not in RETRY_STATUS or wait is None:
+                    raise self._http_problem(url, error.code, page) from None
+            except (urllib.error.URLError, OSError) as error:
+                if wait is None:
+                    reason = getattr(error, "reason", error)
+                    raise BuildError(f"{url} did not answer ({reason}, {attempt + 1} tries). "
+                                     "Check pipfeed_wheelhouse_index_url and "
+                                     "pipfeed_wheelhouse_controller_cert") from None
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _http_problem(self, url: str, code: int, page: bool) -> BuildError:
+        if not page:
+            # The file's own URL, or the blob host it was redirected to (its signed URL may
+            # have expired: the next run asks again).
+            return BuildError(f"downloading {url} failed: HTTP {code}")
+        if code == 401:
+            hint = ("the index does not take the token of the feed pipfeed_wheelhouse_index_feed "
+                    "names (or none was sent): set a valid token in its token source")
+        elif code == 403:
+            hint = "the token may not read the index: give it the scope Packaging (Read)"
+        elif code == 404:
+            hint = ("the index has no such project: publish it to the feed "
+                    "(playbooks/publish.yml), or fix the pin")
+        else:
+            hint = "the index failed; try again later, or ask its operator"
+        return BuildError(f"{url} answered HTTP {code}: {hint}")
+
+    def prefetch(self, projects: list[str]) -> None:
+        """The pages of these projects, eight at a time (a remote index answers each after a
+        round trip; a lock of hundreds of projects would wait for them one by one)."""
+        wanted = sorted({canonicalize_name(p) for p in projects} - set(self.pages))
+        if len(wanted) > 1:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self.files, wanted))
+
+    def files(self, project: str) -> list[IndexFile]:
+        """The files the index lists for a project (its PEP 503 page)."""
+        name = canonicalize_name(project)
+        if name not in self.pages:
+            with self._open(self.url + name + "/", page=True) as response:
+                charset = response.headers.get_content_charset() or "utf-8"
+                text = response.read().decode(charset, "replace")
+                self.pages[name] = parse_simple_page(text, response.geturl())
+        return self.pages[name]
+
+    def download(self, item: IndexFile, target: Path) -> str:
+        """The file, streamed into target (through a temporary name of this process: two
+        controller runs may share a cache); its sha256."""
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        digest = hashlib.sha256()
+        try:
+            with self._open(item.url, page=False) as response, open(temporary, "wb") as out:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        os.replace(temporary, target)
+        return digest.hexdigest()
+
+
+def fetch(index: Index, item: IndexFile, directory: Path, pin: dict) -> tuple[Path, bool]:
+    """The chosen file in the cache: (its path, whether it was downloaded now). Its sha256 must
+    match the index page's fragment, and one of the lock's hashes when it lists any; a file
+    with neither cannot be checked and is refused."""
+    if not SAFE_NAME.match(item.filename):
+        raise BuildError(f"{index.url} lists a file named {item.filename!r}, which is no plain "
+                         "file name; it is not downloaded")
+    if not item.sha256 and not pin["hashes"]:
+        raise BuildError(
+            f"{index.url} gives no sha256 for {item.filename} (no #sha256= in its link), and the "
+            f"requirement set lists no --hash for {pin['name']}=={pin['version']}: the download "
+            "could not be checked. Add its hash to the lock (--hash=sha256:...), or use an "
+            "index that publishes file hashes (PEP 503)")
+    path = directory / item.filename
+    fresh = not path.exists()
+    actual = index.download(item, path) if fresh else sha256_file(path)
+    if item.sha256 and actual != item.sha256:
+        if fresh:
+            path.unlink()
+            raise BuildError(f"{item.filename} from {index.url} has sha256 {actual}, but the "
+                             f"index's page says {item.sha256}; it was not kept")
+        raise BuildError(f"{path} has sha256 {actual}, but the index's page says "
+                         f"{item.sha256}. The cached file was altered, or the index now serves "
+                         "another file under that name; delete it and run again")
+    # A lock's hashes are those of what the index serves: the wheel, or for a release with no
+    # wheel for the platform, its sdist.
+    if pin["hashes"] and actual not in pin["hashes"]:
+        raise BuildError(
+            f"{item.filename} has sha256 {actual}, which is none of the hashes the requirement "
+            f"set lists for {pin['name']}=={pin['version']} ({', '.join(pin['hashes'])}). The "
+            "index serves another file than the one that was locked: find out why before you "
+            "trust it, then fix the hash or the index")
+    return path, fresh
+
+
+def index_listing(files: list[IndexFile], project: str, version: str) -> str:
+    """What the index has of a release, for a message."""
+    names = [f.filename for f in files
+             if f.filename.lower().startswith(canonicalize_name(project).replace("-", "_") + "-")
+             or f.filename.lower().startswith(canonicalize_name(project) + "-")]
+    names = [n for n in names if f"-{version}" in n]
+    return ", ".join(sorted(names)[:12]) or "no file of that release"
+
+
+# ----- pip (only for the build dependencies of sdists) ----------------------------------------
 def pip_env(spec: dict) -> dict[str, str]:
     """pip's settings come from here only. The CA bundle goes in the environment, not on the
     command line, so that the pip that installs an sdist's build dependencies inherits it."""
@@ -333,20 +563,6 @@ def target_options(platform: dict) -> list[str]:
     for tag in manylinux_platforms(platform["glibc"], platform["arch"]):
         options += ["--platform", tag]
     return options
-
-
-def pip_download(spec: dict, platform: dict, pins: list[dict], dest: Path) -> None:
-    """The pins, each as a wheel for the target where the index has one, else as its sdist
-    (--prefer-binary; --no-deps is what lets pip take an sdist with --platform). pip reads an
-    sdist's metadata here, in an isolated build environment from the same index."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        handle.write("".join(f"{p['name']}=={p['version']}\n" for p in pins))
-    try:
-        run_pip(spec, ["--no-deps", "--prefer-binary", "--dest", str(dest),
-                       *target_options(platform), "--requirement", handle.name],
-                f"{len(pins)} pinned releases for {platform['key']}")
-    finally:
-        os.unlink(handle.name)
 
 
 def sdist_release(filename: str):
@@ -389,19 +605,22 @@ def build_requires(sdist: Path) -> list[str]:
     return list(system.get("requires", DEFAULT_BUILD_REQUIRES))
 
 
-def choose_wheel(directory: Path, name: str, version: str, ranks: dict[Tag, int]):
-    best, best_rank = None, None
-    for path in directory.glob("*.whl"):
-        try:
-            wheel_name, wheel_version, _, tags = parse_wheel_filename(path.name)
-        except ValueError:
+def built_wheel(root: Path, built: dict, sdist: Path, ranks: dict[str, int]):
+    """The wheel a host of the platform built from this very sdist (same file name and
+    sha256), when the cache holds it; the best-ranked, then the smallest name, if several."""
+    digest = None
+    found = []
+    for wheel, origin in built.items():
+        if origin.get("sdist") != sdist.name or not (root / "wheels" / wheel).exists():
             continue
-        if wheel_name != name or wheel_version != Version(version):
+        digest = digest or sha256_file(sdist)
+        if origin.get("sdist_sha256") != digest:
             continue
-        rank = min((ranks[tag] for tag in tags if tag in ranks), default=None)
-        if rank is not None and (best_rank is None or rank < best_rank):
-            best, best_rank = path, rank
-    return best
+        position = min((ranks[t] for t in parse_wheel_name(wheel).tags if t in ranks),
+                       default=None)
+        if position is not None:
+            found.append((position, wheel))
+    return root / "wheels" / min(found)[1] if found else None
 
 
 def cache_files(root: Path) -> set[str]:
@@ -414,7 +633,7 @@ def read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def build_one(spec: dict, platform: dict) -> dict:
+def build_one(spec: dict, platform: dict, index: Index) -> dict:
     cached = cached_result(spec, platform)
     if cached is not None:
         return cached
@@ -429,26 +648,33 @@ def build_one(spec: dict, platform: dict) -> dict:
     if built_host:
         take_built(root, platform, built_host)
     before = cache_files(root) - set(earlier)
-    pins = resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
-    constrained = constraint_pins(spec.get("constraints", ""), platform)
-    ranks = {tag: index for index, tag in enumerate(target_tags(platform))}
+    pins, constrained = lock_pins(spec, platform)
+    ranks = tag_ranks(platform)
+    built = read_json(root / BUILT, {})
     chosen: dict[str, Path] = {}
     todo = list(pins)
     for _ in range(50):  # each round adds the dependencies the constraints pin
-        fetch = [pins[n] for n in todo
-                 if choose_wheel(wheels, n, pins[n]["version"], ranks) is None
-                 and find_sdist(sdists, n, pins[n]["version"]) is None]
-        if fetch:
-            pip_download(spec, platform, fetch, wheels)
-            for path in wheels.glob("*"):
-                if sdist_release(path.name):
-                    os.replace(path, sdists / path.name)
-        unbuilt = [n for n in todo if choose_wheel(wheels, n, pins[n]["version"], ranks) is None]
-        for name in unbuilt:
-            if find_sdist(sdists, name, pins[name]["version"]) is None:
-                raise BuildError(f"neither a wheel for {platform['key']} nor an sdist of "
-                                 f"{pins[name]['name']}=={pins[name]['version']} arrived from "
-                                 f"{spec['index_url']}")
+        unbuilt = []
+        index.prefetch([pins[name]["name"] for name in todo])
+        for name in todo:
+            pin = pins[name]
+            files = index.files(pin["name"])
+            wheel = choose_wheel(files, name, pin["version"], platform, ranks)
+            if wheel is not None:
+                chosen[name] = fetch(index, wheel, wheels, pin)[0]
+                continue
+            sdist_file = choose_sdist(files, name, pin["version"], platform)
+            if sdist_file is None:
+                raise BuildError(
+                    f"{index.url} has neither a wheel for {platform['key']} nor an sdist of "
+                    f"{pin['name']}=={pin['version']} (it lists: "
+                    f"{index_listing(files, name, pin['version'])})")
+            sdist = fetch(index, sdist_file, sdists, pin)[0]
+            done = built_wheel(root, built, sdist, ranks)
+            if done is not None:
+                chosen[name] = done
+            else:
+                unbuilt.append(name)
         if unbuilt:
             if built_host:
                 raise BuildError(
@@ -456,8 +682,6 @@ def build_one(spec: dict, platform: dict) -> dict:
                     + ", ".join(f"{pins[n]['name']}=={pins[n]['version']}" for n in unbuilt)
                     + f" that fits {platform['key']}")
             return pending_result(spec, platform, root, [pins[n] for n in unbuilt], before)
-        for name in todo:
-            chosen[name] = choose_wheel(wheels, name, pins[name]["version"], ranks)
         todo = []
         unresolved = []
         for needed_by, requirement in missing_dependencies(chosen, pins, platform):
@@ -477,24 +701,23 @@ def build_one(spec: dict, platform: dict) -> dict:
                 "(a lock file, for example from 'pip-compile' or 'uv pip compile').")
         if not todo:
             break
-    built = read_json(root / BUILT, {})
     files, lines = {}, []
     for name in sorted(chosen):
         wheel, pin = chosen[name], pins[name]
         digest = sha256_file(wheel)
         origin = built.get(wheel.name)
         # A lock file hashes what the index serves: for a wheel built here, that is its sdist.
-        locked_file, locked = (origin["sdist"], origin["sdist_sha256"]) if origin \
-            else (wheel.name, digest)
-        if pin["hashes"] and locked not in pin["hashes"]:
+        if origin and pin["hashes"] and origin["sdist_sha256"] not in pin["hashes"]:
             raise BuildError(
-                f"{locked_file} has sha256 {locked}, which is none of the hashes the requirement "
-                f"set lists for {pin['name']}=={pin['version']} ({', '.join(pin['hashes'])}). "
-                "The index serves another file than the one that was locked: find out why "
-                "before you trust it, then fix the hash or the index")
+                f"{origin['sdist']} has sha256 {origin['sdist_sha256']}, which is none of the "
+                f"hashes the requirement set lists for {pin['name']}=={pin['version']} "
+                f"({', '.join(pin['hashes'])}). The index serves another file than the one "
+                "that was locked: find out why before you trust it, then fix the hash or the "
+                "index")
         files[wheel.name] = {"sha256": digest, "size": wheel.stat().st_size}
         if origin:
-            files[wheel.name]["built_from"] = origin["sdist"]
+            files[wheel.name].update(built_from=origin["sdist"],
+                                     built_from_sha256=origin["sdist_sha256"])
             lines.append(f"# built from {origin['sdist']} (sha256 {origin['sdist_sha256']})"
                          f" on {origin['host']}\n")
         extras = f"[{','.join(pin['extras'])}]" if pin["extras"] else ""
@@ -502,7 +725,7 @@ def build_one(spec: dict, platform: dict) -> dict:
     key = set_key(spec, platform)
     set_dir = root / "sets" / key
     set_dir.mkdir(parents=True, exist_ok=True)
-    path = spec.get("host_path", "/var/lib/pipfeed/wheelhouse")
+    path = spec.get("host_path", DEFAULT_HOST_PATH)
     requirements = (
         f"# The wheelhouse's requirement set for {platform['key']}, pinned and hashed.\n"
         f"# Install it with no request to any index:\n"
@@ -510,11 +733,13 @@ def build_one(spec: dict, platform: dict) -> dict:
     write_atomic(set_dir / REQUIREMENTS, requirements)
     files[REQUIREMENTS] = {"sha256": sha256_file(set_dir / REQUIREMENTS),
                            "size": (set_dir / REQUIREMENTS).stat().st_size}
-    manifest = {"platform": platform, "files": files}
+    # Nothing of the controller: sorted keys, no path, no time, no index URL.
+    manifest = {"format": FORMAT, "lock": lock_id(spec, platform), "platform": platform,
+                "files": files}
     write_atomic(set_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     downloaded = sorted(cache_files(root) - before)
     shutil.rmtree(root / "build", ignore_errors=True)
-    return result_for(root, set_dir, manifest, downloaded)
+    return result_for(spec, platform, root, set_dir, manifest, downloaded)
 
 
 def pending_result(spec: dict, platform: dict, root: Path, pending: list[dict],
@@ -537,6 +762,7 @@ def pending_result(spec: dict, platform: dict, root: Path, pending: list[dict],
     deps = build / "deps"
     deps.mkdir(parents=True)
     # With their dependencies, resolved for the target (only wheels, so --platform holds).
+    # These go to the builder host only, never into a wheelhouse, so pip may choose them.
     run_pip(spec, ["--only-binary=:all:", "--dest", str(deps), *target_options(platform),
                    *sorted(set(requires))],
             f"the build dependencies ({', '.join(sorted(set(requires)))}) of "
@@ -565,7 +791,7 @@ def take_built(root: Path, platform: dict, host: str) -> None:
     archive = root / "build" / "built.tar"
     if not archive.exists():
         raise BuildError(f"{archive} is missing: the wheels that {host} built did not arrive")
-    ranks = {tag: index for index, tag in enumerate(target_tags(platform))}
+    ranks = tag_ranks(platform)
     built = read_json(root / BUILT, {})
     with tarfile.open(archive, "r:") as tar:
         for member in tar:
@@ -573,9 +799,12 @@ def take_built(root: Path, platform: dict, host: str) -> None:
             if not member.isfile() or "/" in name or name.startswith(".") \
                     or not name.endswith(".whl"):
                 raise BuildError(f"{archive} holds {name!r}, which is not a wheel file name")
-            wheel_name, version, _, tags = parse_wheel_filename(name)
-            sdist = find_sdist(root / "sdists", wheel_name, str(version))
-            if sdist is None or not any(tag in ranks for tag in tags):
+            try:
+                wheel = parse_wheel_name(name)
+            except ChoiceError as error:
+                raise BuildError(f"{host} built {name!r}: {error}") from None
+            sdist = find_sdist(root / "sdists", wheel.project, wheel.version)
+            if sdist is None or not any(tag in ranks for tag in wheel.tags):
                 raise BuildError(f"{host} built {name}, which is no release that was sent to "
                                  f"it, or does not fit {platform['key']}")
             temporary = root / "wheels" / (name + ".tmp")
@@ -624,6 +853,10 @@ def command_check(spec: dict) -> dict:
         if platform.get("implementation") != "cpython" or not platform.get("glibc"):
             raise BuildError(f"hosts of platform {platform['key']} are not CPython on glibc; "
                              "the wheelhouse builds manylinux wheels for CPython only")
+        try:
+            manylinux_platforms(platform["glibc"], platform["arch"])
+        except ChoiceError as error:
+            raise BuildError(f"hosts of platform {platform['key']}: {error}") from None
         resolve_set(spec["requirements"], spec.get("constraints", ""), platform)
     # The cache's plan in the same call: a re-run starts one controller process, not two.
     return {"ok": True, "plan": command_plan(spec)}
@@ -634,7 +867,8 @@ def command_plan(spec: dict) -> dict:
 
 
 def command_build(spec: dict) -> dict:
-    return {p["key"]: build_one(spec, p) for p in spec["platforms"]}
+    index = Index(spec)  # one page per project for every platform of the call
+    return {p["key"]: build_one(spec, p, index) for p in spec["platforms"]}
 
 
 COMMANDS = {"check": command_check, "plan": command_plan, "build": command_build}

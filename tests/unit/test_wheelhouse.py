@@ -23,6 +23,7 @@ PY313 = dict(PY39, key="cp313-glibc2.41-x86_64", python="3.13", abi="cp313", gli
 
 
 build = plugin("plugin_utils.wheelhouse_build")
+choice = plugin("plugin_utils.wheel_choice")
 host = plugin("module_utils.wheelhouse_host")
 filters = plugin("filter.wheelhouse")
 action = plugin("action.host_script")
@@ -70,15 +71,19 @@ def test_the_lab_wheels_for_each_python_are_found_and_their_closure_checked():
     wheels = packages.cache_root() / f"wheels-{packages.set_key()}"
     if not wheels.is_dir():
         pytest.skip("the lab's package cache is not downloaded")
+    listing = [choice.IndexFile(filename=p.name, url=p.as_uri(), sha256="", requires_python="",
+                                yanked=False) for p in sorted(wheels.glob("*.whl"))]
     for platform in (PY39, PY313):
         pins = {}
         for line in packages.requirements_for(platform["python"]):
             name, version = line.split("==")
             pins[build.canonicalize_name(name)] = {"name": name, "version": version,
                                                    "extras": [], "hashes": []}
-        ranks = {tag: i for i, tag in enumerate(build.target_tags(platform))}
-        chosen = {n: build.choose_wheel(wheels, n, p["version"], ranks) for n, p in pins.items()}
-        assert None not in chosen.values()
+        chosen = {}
+        for name, pin in pins.items():
+            item = choice.choose_wheel(listing, name, pin["version"], platform)
+            assert item is not None, (platform["key"], name)
+            chosen[name] = wheels / item.filename
         assert build.missing_dependencies(chosen, pins, platform) == []
         del pins["idna"]
         missing = build.missing_dependencies({n: w for n, w in chosen.items() if n in pins},
@@ -300,9 +305,9 @@ def test_sdist_build_requirements_come_from_pyproject_or_pips_default(tmp_path):
 
 
 def test_a_wheel_built_on_the_host_itself_fits_its_platform():
-    ranks = {tag: i for i, tag in enumerate(build.target_tags(PY39))}
-    assert any(str(tag) == "cp39-cp39-linux_x86_64" for tag in ranks)
-    assert not any(str(tag).endswith("linux_aarch64") for tag in ranks)
+    ranks = choice.tag_ranks(PY39)
+    assert "cp39-cp39-linux_x86_64" in ranks
+    assert not any(tag.endswith("linux_aarch64") for tag in ranks)
 
 
 def test_one_builder_per_platform_with_sdists_the_first_host_of_the_play():
@@ -390,6 +395,7 @@ def test_the_build_action_gives_pip_the_token_in_a_netrc_it_removes_afterwards(t
         seen["text"] = open(path).read()
         seen["mode"] = os.stat(path).st_mode & 0o777
         seen["path"] = path
+        seen["credentials"] = spec["credentials"]
         return {}
 
     monkeypatch.setitem(build.COMMANDS, "build", fake_build)
@@ -398,6 +404,299 @@ def test_the_build_action_gives_pip_the_token_in_a_netrc_it_removes_afterwards(t
                                               "token": "s3cret-token", "username": "me"})
     assert answer["result"] == {}
     assert seen["text"] == "machine feed.example login me password s3cret-token\n"
+    # The controller's own downloads take it from memory (HTTP Basic to the index's origin).
+    assert seen["credentials"] == ["me", "s3cret-token"]
     assert seen["mode"] == 0o600
     assert not os.path.exists(seen["path"]) and not os.path.exists(os.path.dirname(seen["path"]))
     assert "s3cret-token" not in json.dumps(answer)
+
+
+# ----- the choice, made from the index, the same from every controller -----------------------
+class FakeIndex:
+    """A PEP 503 index on loopback that wants HTTP Basic auth, and answers each download with a
+    303 to a "blob" server on another port (another origin), as Azure Artifacts does. It lists
+    its links in a new random order on every request (the order is no part of PEP 503), and
+    records every request: (server, path, whether an Authorization header came)."""
+
+    def __init__(self, files: dict[str, bytes], token: str, hashes: bool = True):
+        import base64
+        import http.server
+        import random
+        import threading
+
+        # served: bytes the blob host sends instead of a file's own (a file damaged in transit).
+        self.files, self.requests, self.served = files, [], {}
+        expected = "Basic " + base64.b64encode(f"me:{token}".encode()).decode()
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Feed(Handler):
+            def do_GET(self):
+                index.requests.append(("feed", self.path, "Authorization" in self.headers))
+                if self.headers.get("Authorization") != expected:
+                    return self.answer(401, headers=[("WWW-Authenticate", 'Basic realm="x"')])
+                if self.path.startswith("/simple/"):
+                    project = self.path.split("/")[2]
+                    names = [n for n in index.files
+                             if choice.canonical_name(n.split("-")[0]) == project]
+                    random.shuffle(names)
+                    links = "".join(
+                        f'<a href="/download/{n}'
+                        + (f'#sha256={hashlib.sha256(index.files[n]).hexdigest()}' if hashes
+                           else "") + f'">{n}</a>\n' for n in names)
+                    return self.answer(200 if names else 404,
+                                       f"<html><body>{links}</body></html>".encode(),
+                                       [("Content-Type", "text/html; charset=utf-8")])
+                name = self.path.rsplit("/", 1)[-1]
+                location = f"http://127.0.0.1:{index.blob.server_port}/blobs/{name}?sig=1"
+                return self.answer(303, headers=[("Location", location)])
+
+        class Blob(Handler):
+            def do_GET(self):
+                index.requests.append(("blob", self.path, "Authorization" in self.headers))
+                name = self.path.split("?")[0].rsplit("/", 1)[-1]
+                self.answer(200, index.served.get(name, index.files[name]))
+
+        self.feed = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+        self.blob = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blob)
+        for server in (self.feed, self.blob):
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                             daemon=True).start()
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.feed.server_port}/simple/"
+
+    def close(self):
+        for server in (self.feed, self.blob):
+            server.shutdown()
+            server.server_close()
+
+
+def _variant(wheel: Path, name: str, note: bytes) -> bytes:
+    """The wheel's bytes under another name, made distinct by a zip comment."""
+    import zipfile
+    copy = wheel.with_name(name)
+    copy.write_bytes(wheel.read_bytes())
+    with zipfile.ZipFile(copy, "a") as archive:
+        archive.comment = note
+    return copy.read_bytes()
+
+
+MANYLINUX_2_28 = "lab_c-1.0-cp311-abi3-manylinux_2_28_x86_64.whl"
+MANYLINUX_2014 = "lab_c-1.0-cp311-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+PY311 = dict(PY39, key="cp311-glibc2.36-x86_64", python="3.11", abi="cp311", glibc="2.36")
+
+
+@pytest.fixture()
+def index_files(tmp_path) -> dict[str, bytes]:
+    """lab-c 1.0 (compiled, abi3) as two wheels whose best tags differ, as cryptography 50.0.2
+    is on PyPI, and its dependency lab-d 2.0, pure Python."""
+    made = tmp_path / "made"
+    plain = packages.build_wheel(made, "lab_c", "1.0", ["lab-d>=2"])
+    files = {MANYLINUX_2_28: _variant(plain, MANYLINUX_2_28, b"2_28"),
+             MANYLINUX_2014: _variant(plain, MANYLINUX_2014, b"2014")}
+    pure = packages.build_wheel(made, "lab_d", "2.0")
+    files[pure.name] = pure.read_bytes()
+    return files
+
+
+def _spec(tmp_path, url: str, cache: str, requirements: str = "lab-c==1.0\nlab-d==2.0\n",
+          platforms=(PY311, PY313)) -> dict:
+    reqs = tmp_path / "requirements.lock"
+    reqs.write_text(requirements)
+    return {"requirements": str(reqs), "constraints": "", "cache_dir": str(tmp_path / cache),
+            "index_url": url, "host_path": "/var/lib/pipfeed/wheelhouse",
+            "platforms": list(platforms), "credentials": ["me", "s3cret"]}
+
+
+def test_two_controllers_write_byte_identical_manifests_and_requirements(tmp_path, index_files):
+    """Two controllers (their own caches, the index by another host name, the page's links in
+    another order on every request) build one lock: the same files, the same manifest and
+    requirements.txt, byte for byte, with nothing of the controller in them. The token went to
+    the index's origin only, never to the blob host a download is redirected to."""
+    index = FakeIndex(index_files, "s3cret")
+    try:
+        first = build.command_build(_spec(tmp_path, index.url(), "controller-a"))
+        second = build.command_build(_spec(tmp_path, index.url("localhost"), "controller-b"))
+        requests = list(index.requests)
+        again = build.command_build(_spec(tmp_path, index.url(), "controller-a"))
+    finally:
+        index.close()
+    for key in (PY311["key"], PY313["key"]):
+        one, other = first[key], second[key]
+        assert MANYLINUX_2_28 in one["files"] and MANYLINUX_2014 not in one["files"]
+        for name in ("manifest.json", "requirements.txt"):
+            data = Path(one["files"][name]["src"]).read_bytes()
+            assert data == Path(other["files"][name]["src"]).read_bytes(), name
+            for controller_specific in (b"controller-a", b"127.0.0.1", str(tmp_path).encode()):
+                assert controller_specific not in data
+        manifest = json.loads(Path(one["files"]["manifest.json"]["src"]).read_text())
+        assert manifest["format"] == 2 and manifest["platform"] == (PY311 if "311" in key else PY313)
+        assert sorted(manifest["files"]) == sorted([MANYLINUX_2_28, "lab_d-2.0-py3-none-any.whl",
+                                                    "requirements.txt"])
+        assert one["answer"]["lock"] == manifest["lock"] == other["answer"]["lock"]
+    assert {(server, auth) for server, _, auth in requests} == {("feed", True), ("blob", False)}
+    # One page per project and call, whatever the number of platforms; the chosen files only.
+    pages = [path for server, path, _ in requests if path.startswith("/simple/")]
+    assert sorted(pages) == ["/simple/lab-c/", "/simple/lab-c/", "/simple/lab-d/", "/simple/lab-d/"]
+    assert not any(MANYLINUX_2014 in path for _, path, _ in requests)
+    assert all(result["downloaded"] == [] for result in again.values())
+    assert len(index.requests) == len(requests)  # the cached set asked nothing
+
+
+def test_a_download_that_does_not_match_the_pages_sha256_is_not_kept(tmp_path, index_files):
+    index = FakeIndex(index_files, "s3cret")
+    index.served[MANYLINUX_2_28] = b"damaged on the way"
+    page_hash = hashlib.sha256(index_files[MANYLINUX_2_28]).hexdigest()
+    try:
+        with pytest.raises(build.BuildError, match=f"the index's page says {page_hash}"):
+            build.command_build(_spec(tmp_path, index.url(), "cache", platforms=(PY311,)))
+    finally:
+        index.close()
+    assert not list((tmp_path / "cache").glob(f"*/wheels/{MANYLINUX_2_28}*"))
+
+
+def test_the_locks_hashes_are_checked_and_an_index_without_hashes_needs_them(tmp_path,
+                                                                            index_files):
+    wrong = "0" * 64
+    index = FakeIndex(index_files, "s3cret", hashes=False)
+    try:
+        spec = _spec(tmp_path, index.url(), "cache", platforms=(PY311,))
+        with pytest.raises(build.BuildError, match="gives no sha256 for lab_c.*--hash"):
+            build.command_build(spec)
+        lock = (f"lab-c==1.0 --hash=sha256:{hashlib.sha256(index_files[MANYLINUX_2_28]).hexdigest()}"
+                f"\nlab-d==2.0 --hash=sha256:{wrong}\n")
+        with pytest.raises(build.BuildError, match=f"none of the hashes .* lab-d==2.0 .*{wrong}"):
+            build.command_build(_spec(tmp_path, index.url(), "cache", lock, platforms=(PY311,)))
+    finally:
+        index.close()
+
+
+def test_a_refused_token_names_the_fix_and_never_the_token(tmp_path, index_files):
+    index = FakeIndex(index_files, "another-token")
+    try:
+        with pytest.raises(build.BuildError) as caught:
+            build.command_build(_spec(tmp_path, index.url(), "cache", platforms=(PY311,)))
+    finally:
+        index.close()
+    assert "answered HTTP 401" in str(caught.value) and "token" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_the_lock_identity_ignores_comments_order_and_the_index_but_not_the_pins(tmp_path):
+    reqs = tmp_path / "r.txt"
+    spec = {"requirements": str(reqs), "constraints": "", "host_path": "/var/lib/w"}
+    reqs.write_text("idna==3.20\nrequests==2.32.5\n")
+    first = build.lock_id(spec, PY311)
+    reqs.write_text("# a comment\nrequests==2.32.5   # the HTTP library\nidna==3.20\n")
+    assert build.lock_id(dict(spec, index_url="https://other/simple/"), PY311) == first
+    reqs.write_text("idna==3.20\nrequests==2.32.4\n")
+    assert build.lock_id(spec, PY311) != first
+    reqs.write_text("idna==3.20\nrequests==2.32.5\n")
+    assert build.lock_id(dict(spec, host_path="/srv/w"), PY311) != first
+    assert build.lock_id(spec, PY313) != first
+
+
+def _host_with(tmp_path: Path, result: dict) -> str:
+    """A host's wheelhouse holding exactly a build's files, as the role's apply writes it."""
+    path = str(tmp_path / "host" / "pipfeed" / "wheelhouse")
+    os.makedirs(os.path.dirname(path))
+    sources = {name: Path(entry["src"]).read_bytes() for name, entry in result["files"].items()}
+    host.apply(path, _bundle(tmp_path / "h.bundle", sources), result["manifest_sha256"], True)
+    return path
+
+
+def test_a_wheelhouse_another_controller_built_with_the_other_file_is_kept(tmp_path,
+                                                                         index_files):
+    """Controller B's index listed only the manylinux2014 wheel of lab-c 1.0 (or B's older
+    release let pip choose): B built the host's wheelhouse with it. Controller A, for the same
+    lock, chooses manylinux_2_28, yet sends the host nothing: its wheelhouse answers the lock."""
+    other_index = FakeIndex({n: d for n, d in index_files.items() if n != MANYLINUX_2_28},
+                            "s3cret")
+    index = FakeIndex(index_files, "s3cret")
+    try:
+        theirs = build.command_build(_spec(tmp_path, other_index.url(), "b",
+                                           platforms=(PY311,)))[PY311["key"]]
+        ours = build.command_build(_spec(tmp_path, index.url(), "a",
+                                         platforms=(PY311,)))[PY311["key"]]
+    finally:
+        index.close()
+        other_index.close()
+    assert MANYLINUX_2014 in theirs["files"] and MANYLINUX_2_28 in ours["files"]
+    path = _host_with(tmp_path, theirs)
+    probe = host.probe(path)
+    probe["platform"] = PY311  # the probe ran here, on this machine's Python
+    assert probe["manifest"]["lock"] == ours["answer"]["lock"]
+    kept = filters.delta(probe, ours)
+    assert kept == {"missing": [], "extra": [], "bytes": 0, "send": [], "needed": False,
+                    "kept": True}
+    assert filters.host_answer_problem(probe, ours) == ""
+
+    # Each of these makes the host's wheelhouse no answer to A's lock, and A sends what differs.
+    def problem(change) -> str:
+        broken = json.loads(json.dumps(probe))
+        answer = json.loads(json.dumps(ours))
+        change(broken, answer)
+        outcome = filters.delta(broken, answer)
+        assert outcome["needed"] and not outcome["kept"]
+        return filters.host_answer_problem(broken, answer)
+
+    def other_lock(h, a):
+        a["answer"]["lock"] = "0" * 64
+
+    def damaged(h, a):
+        h["files"][MANYLINUX_2014]["sha256"] = "0" * 64
+
+    def locked_hash(h, a):
+        a["answer"]["pins"]["lab-c"]["hashes"] = [ours["files"][MANYLINUX_2_28]["sha256"]]
+
+    def extra_file(h, a):
+        h["files"]["stray-1.0-py3-none-any.whl"] = {"sha256": "1", "size": 1}
+
+    def other_platform(h, a):
+        a["answer"]["platform"] = dict(PY311, arch="aarch64", key="cp311-glibc2.36-aarch64")
+        h["manifest"]["platform"] = a["answer"]["platform"]
+
+    def no_manifest(h, a):
+        h["manifest"] = None
+
+    assert "another lock" in problem(other_lock)
+    assert f"{MANYLINUX_2014} is missing on the host or differs" in problem(damaged)
+    assert "none of the lock's hashes" in problem(locked_hash)
+    assert "stray-1.0-py3-none-any.whl" in problem(extra_file)
+    assert "does not fit cp311-glibc2.36-aarch64" in problem(other_platform)
+    assert "no readable manifest" in problem(no_manifest)
+    # With prune off, a file the manifest does not name does not matter.
+    extra = json.loads(json.dumps(probe))
+    extra["files"]["stray-1.0-py3-none-any.whl"] = {"sha256": "1", "size": 1}
+    assert filters.delta(extra, ours, False)["needed"] is False
+
+
+def test_a_wheelhouse_of_an_older_release_of_the_collection_gets_the_new_manifest_only(tmp_path,
+                                                                                     index_files):
+    """A manifest without format and lock (built before the rule) is no answer; when its wheels
+    are the ones chosen now, only manifest.json goes to the host."""
+    index = FakeIndex(index_files, "s3cret")
+    try:
+        ours = build.command_build(_spec(tmp_path, index.url(), "a",
+                                         platforms=(PY311,)))[PY311["key"]]
+    finally:
+        index.close()
+    path = _host_with(tmp_path, ours)
+    probe = host.probe(path)
+    old = {k: v for k, v in probe["manifest"].items() if k not in ("format", "lock")}
+    probe["manifest"] = old
+    probe["files"]["manifest.json"] = {"sha256": "old", "size": 1}
+    outcome = filters.delta(probe, ours)
+    assert outcome["needed"] and outcome["missing"] == ["manifest.json"]
