@@ -39,8 +39,28 @@ def requirement_lines(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def pin(lines: list[str], name: str) -> str:
-    return next(line for line in lines if re.split(r"[=<>!~;\[ ]", line, maxsplit=1)[0] == name)
+def pin(lines: list[str], name: str, python: str | None = None) -> str:
+    """The requirement line of a project; with `python`, the one whose environment marker
+    applies to that Python (controller.txt pins ansible-core per controller Python), without
+    its marker."""
+    from packaging.requirements import Requirement
+
+    for line in lines:
+        if line.startswith("-"):
+            continue  # a pip option (-r other.txt)
+        requirement = Requirement(line)
+        if requirement.name != name:
+            continue
+        if python is None:
+            return line
+        if requirement.marker is None or requirement.marker.evaluate(
+                {"python_version": python, "python_full_version": python + ".0"}):
+            return f"{requirement.name}{requirement.specifier}"
+    raise AssertionError(f"no requirement of {name}")
+
+
+# The image's Python (execution-environment.yml: python_interpreter), which picks its ansible-core.
+EE_PYTHON = "3.11"
 
 
 @functools.cache
@@ -101,11 +121,11 @@ def test_the_definition_pins_the_controllers_ansible_core_and_the_release():
     assert definition["version"] == 3
     controller = requirement_lines(ROOT / "requirements" / "controller.txt")
     dependencies = definition["dependencies"]
-    assert dependencies["ansible_core"]["package_pip"] == pin(controller, "ansible-core")
+    assert dependencies["ansible_core"]["package_pip"] == pin(controller, "ansible-core", EE_PYTHON)
     assert re.fullmatch(r"ansible-runner==[\d.]+", dependencies["ansible_runner"]["package_pip"])
     # ansible-core 2.19 needs Python 3.11 or later on the controller, here the image.
     python = re.fullmatch(r"/usr/bin/python3\.(\d+)", dependencies["python_interpreter"]["python_path"])
-    assert python and int(python.group(1)) >= 11
+    assert python and int(python.group(1)) >= 11 and f"3.{python.group(1)}" == EE_PYTHON
     assert dependencies["galaxy"] == {"collections": [{"name": f"collections/{TARBALL}",
                                                        "type": "file"}]}
     # Its Python packages come from the collection's metadata, not from a list of its own.
@@ -118,7 +138,7 @@ def test_builder_create_makes_a_context_that_installs_the_release_tarball(contex
     containerfile = (context / "Containerfile").read_text()
     controller = requirement_lines(ROOT / "requirements" / "controller.txt")
     refs = re.search(r'^ARG ANSIBLE_INSTALL_REFS="([^"]*)"$', containerfile, re.M).group(1).split()
-    assert pin(controller, "ansible-core") in refs and any(r.startswith("ansible-runner==")
+    assert pin(controller, "ansible-core", EE_PYTHON) in refs and any(r.startswith("ansible-runner==")
                                                            for r in refs)
     assert 'ARG ANSIBLE_GALAXY_CLI_COLLECTION_OPTS="--offline"' in containerfile
     assert re.search(r"^FROM base AS galaxy$(?s:.*)^COPY _build /build$\s+^WORKDIR /build$"
