@@ -98,11 +98,13 @@ def set_key(pythons=PYTHONS) -> str:
     return hashlib.sha256(material).hexdigest()[:12]
 
 
-def download_once(name: str, key: str, sets: list[tuple[str, str]], log=sys.stderr) -> Path:
+def download_once(name: str, key: str, sets: list[tuple[str, str]], log=sys.stderr,
+                  platforms=PLATFORMS) -> Path:
     """Wheels downloaded once into the cache directory ``name`` and kept there: for each
     (target Python, requirements text) of ``sets``, every pin for that Python and the lab's
-    platforms, binary only, without dependencies (the pins are the whole closure). A download
-    that dies leaves only a ``.partial`` directory, which the next call finishes."""
+    platforms (or those given), binary only, without dependencies (the pins are the whole
+    closure). Requirements with ``--hash`` options are checked by pip (hash-checking mode). A
+    download that dies leaves only a ``.partial`` directory, which the next call finishes."""
     target = cache_root() / name
     if (target / ".complete").exists():
         return target
@@ -118,7 +120,7 @@ def download_once(name: str, key: str, sets: list[tuple[str, str]], log=sys.stde
                "--only-binary=:all:", "--index-url", index, "--dest", str(partial),
                "--python-version", python, "--implementation", "cp",
                "--abi", abi, "--abi", "abi3", "--abi", "none", "--requirement", str(pins)]
-        for platform in PLATFORMS:
+        for platform in platforms:
             cmd += ["--platform", platform]
         subprocess.run(cmd, check=True, env=controller_env())
         pins.unlink()
@@ -149,6 +151,47 @@ def ensure_bootstrap_wheels(log=sys.stderr) -> Path:
     key = hashlib.sha256(repr((BOOTSTRAP_PINS, PLATFORMS)).encode()).hexdigest()[:12]
     return download_once(f"bootstrap-{key}", key, [("3.11", "\n".join(BOOTSTRAP_PINS) + "\n")],
                          log=log)
+
+
+# A second controller of the lab (tests/lab/controller.py): a Debian 13 container whose venv
+# holds the newest ansible-core of requirements/controller.txt for Python 3.12 and later, and
+# its dependencies, for its Python 3.13, installed offline with these hashes.
+CONTROLLER_PYTHON = "3.13"
+CONTROLLER_PINS = (
+    "ansible-core==2.21.5 --hash=sha256:08886f9f3e23d129aa98a01271c4a47833516e1cb7c737a246788cb474f41222",
+    "cffi==2.1.1 --hash=sha256:a931079504ecc49efed7744c476a5c343a92fabf66dec2db95edb1b2fdc770e2",
+    "cryptography==50.0.2 --hash=sha256:4061c0079120205fb760c58acab6443e217307dcf05e3702cf970e0689972856",
+    "jinja2==3.1.6 --hash=sha256:85ece4451f492d0c13c5dd7c13a64681a86afae63a5f347908daf103ce6d2f67",
+    "markupsafe==3.0.4 --hash=sha256:434139499bb20b502ed3baa1f169e618f924a97e7a777fea1a49446d80106cf6",
+    "packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2",
+    "pycparser==3.12 --hash=sha256:a076f3f489b39b43ed13563a1dafe42447445bec2e294154ec5c57fcdda4c85e",
+    "pyyaml==6.0.4 --hash=sha256:50588147ab2c6a59b5f990a4905db80899a6c2bd197e046a6201f1e67587e794",
+    "resolvelib==1.2.1 --hash=sha256:fb06b66c8da04172d9e72a21d7d06186d8919e32ae5ab5cdf5b9d920be805ac2",
+)
+
+
+def ensure_controller_wheels(log=sys.stderr) -> Path:
+    """Download the second controller's wheels once; later calls return the cache."""
+    key = hashlib.sha256(repr((CONTROLLER_PINS, PLATFORMS)).encode()).hexdigest()[:12]
+    return download_once(f"controller-{key}", key,
+                         [(CONTROLLER_PYTHON, "\n".join(CONTROLLER_PINS) + "\n")], log=log)
+
+
+# Another wheel of a release the lab's feed serves: cryptography 50.0.2 for CPython 3.11+ (abi3)
+# as PyPI also has it, manylinux2014 (glibc 2.17) where the package set has manylinux_2_28. Two
+# controllers whose pips differ chose one or the other for the same host (issue 18); a test adds
+# it to its lab's feed.
+VARIANT_PINS = (
+    "cryptography==50.0.2 --hash=sha256:630ebfea3bf689d075f82316324ff7433dc447fe6bc1bfc76524b74b4a9567d2",
+)
+VARIANT_PLATFORMS = ("manylinux2014_x86_64",)
+
+
+def ensure_variant_wheels(log=sys.stderr) -> Path:
+    """Download the variant wheels once; later calls return the cache."""
+    key = hashlib.sha256(repr((VARIANT_PINS, VARIANT_PLATFORMS)).encode()).hexdigest()[:12]
+    return download_once(f"variants-{key}", key, [("3.11", "\n".join(VARIANT_PINS) + "\n")],
+                         log=log, platforms=VARIANT_PLATFORMS)
 
 
 def build_wheel(directory: Path, name: str, version: str, requires: list[str] = ()) -> Path:
