@@ -39,7 +39,7 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import feed_url
 
 class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("python", "feeds", "tokens", "username", "current", "token_dir",
-                             "timeout", "check", "every"))
+                             "timeout", "check", "every", "identities"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -52,33 +52,46 @@ class ActionModule(ActionBase):
         salt = bytes.fromhex(current.get("salt", "")) if current.get("salt") else b""
         paths = {entry["path"]: entry for entry in current.get("paths", [])}
         directory = str(args.get("token_dir") or "/etc/pipfeed/tokens").rstrip("/")
-        verdicts, asked, contents = [], [], []
+        verdicts, asked, contents, by_identity = [], [], [], []
+        check, every = boolean(args.get("check", True)), boolean(args.get("every", False))
+        username = str(args.get("username") or "pipfeed")
         for feed, token in zip(feeds, tokens):
+            if isinstance(feed.get("azure_identity"), dict):
+                # No token on the controller: the host asks its managed identity, with the
+                # helper program itself, when the helper's configuration changes there.
+                differs = boolean(args.get("identities", False))
+                verdicts.append({"name": feed["name"], "url": feed_url(feed), "changes": differs,
+                                 "identity": True})
+                if (differs or every) and check:
+                    by_identity.append({"name": feed["name"], "url": feed_url(feed),
+                                        "username": username,
+                                        "azure_identity": feed["azure_identity"]})
+                continue
             entry = paths.get(f"{directory}/{feed['name']}.token", {})
             wanted = hmac.new(salt, f"{token}\n".encode(), hashlib.sha256).hexdigest()
             differs = not (salt and hmac.compare_digest(entry.get("hmac", ""), wanted))
             verdicts.append({"name": feed["name"], "url": feed_url(feed), "changes": differs})
-            if (differs or boolean(args.get("every", False))) and boolean(args.get("check", True)):
+            if (differs or every) and check:
                 asked.append({"name": feed["name"], "url": feed_url(feed),
-                              "username": str(args.get("username") or "pipfeed"),
-                              "token": len(contents)})
+                              "username": username, "token": len(contents)})
                 contents.append(str(token).encode("utf-8"))
         result.update(changed=False, feeds=verdicts)
-        if not asked:
-            return result
-        blocks = host_plan.bundle(contents)
-        spec = {"feeds": asked, "timeout": float(args.get("timeout", 20))}
-        done = host_run.run(self, str(args.get("python") or "/usr/bin/python3"), "host_state.py",
-                            ["feeds", json.dumps(spec)], blocks, sum(len(b) for b in blocks))
-        if done["rc"] != 0:
-            result["error"] = host_run.failure(done, "The feeds could not be asked from the host")
-            return result
-        try:
-            answers = {a["name"]: a for a in json.loads(done["stdout"].strip().splitlines()[-1])}
-        except (ValueError, IndexError, KeyError, TypeError):
-            result["error"] = (f"The feeds could not be asked from the host: its answer is not "
-                               f"JSON: {done['stdout'][-300:]!r}")
-            return result
+        python = str(args.get("python") or "/usr/bin/python3")
+        answers: dict = {}
+        timeout = float(args.get("timeout", 20))
+        if asked:
+            blocks = host_plan.bundle(contents)
+            done = host_run.run(self, python, "host_state.py",
+                                ["feeds", json.dumps({"feeds": asked, "timeout": timeout})],
+                                blocks, sum(len(b) for b in blocks))
+            if not self._answers(done, answers, result):
+                return result
+        if by_identity:
+            done = host_run.run(self, python, "pipfeed-keyring",
+                                ["--ask-feeds", json.dumps({"feeds": by_identity,
+                                                            "timeout": timeout})])
+            if not self._answers(done, answers, result):
+                return result
         for verdict in verdicts:
             if verdict["name"] in answers:
                 answer = answers[verdict["name"]]
@@ -86,3 +99,19 @@ class ActionModule(ActionBase):
                 if answer.get("error"):
                     verdict["error"] = answer["error"]
         return result
+
+    @staticmethod
+    def _answers(done: dict, answers: dict, result: dict) -> bool:
+        """The host's answers into ``answers`` by feed name; False (with ``error`` in the
+        result) when the host could not ask."""
+        if done["rc"] != 0:
+            result["error"] = host_run.failure(done, "The feeds could not be asked from the host")
+            return False
+        try:
+            answers.update({a["name"]: a
+                            for a in json.loads(done["stdout"].strip().splitlines()[-1])})
+        except (ValueError, IndexError, KeyError, TypeError):
+            result["error"] = (f"The feeds could not be asked from the host: its answer is not "
+                               f"JSON: {done['stdout'][-300:]!r}")
+            return False
+        return True

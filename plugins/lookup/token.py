@@ -32,6 +32,12 @@ options:
         never the token. Preflight checks use it, so that their message can be shown.
     type: bool
     default: false
+  for_hosts:
+    description:
+      - The tokens the hosts get; an empty string for a feed whose hosts take theirs from the
+        VM's managed identity (C(azure_identity)), which has no token on the controller.
+    type: bool
+    default: false
   skip_unusable:
     description:
       - Return an empty string for a feed whose token cannot be read or is unusable, instead of
@@ -82,9 +88,13 @@ class LookupModule(LookupBase):
         self.set_options(var_options=variables, direct=kwargs)
         check = self.get_option("check")
         skip = self.get_option("skip_unusable")
+        for_hosts = self.get_option("for_hosts")
         variables = variables or {}
         found = []
         for feed in terms:
+            if for_hosts and isinstance(feed, dict) and isinstance(feed.get("azure_identity"), dict):
+                found.append("")
+                continue
             try:
                 token = resolve_token(feed, variables, self._as_text, os.environ, _read_file)
             except TokenError as err:

@@ -33,6 +33,18 @@ feed's download URLs and not `/org/_packaging/feed-other/`. A path with `.` or `
 (also percent-encoded) or a backslash never matches. With several matching feeds, the longest
 prefix wins.
 
+A feed may take its token from the VM's Azure managed identity instead of a file
+(`"azure_identity": {}` for the system-assigned identity, or `{"client_id": ...}`,
+`{"object_id": ...}`, `{"msi_res_id": ...}` for a user-assigned one): each `get` then asks the
+instance metadata service (http://169.254.169.254, never through a proxy, with Microsoft's
+retries: back off on 404, 429 and 5xx, and on 410 for up to 70 s) for an Entra access token
+for Azure DevOps (resource 499b84ac-1321-427f-aa17-267ca6975798), which Azure Artifacts takes as
+the password with any user name. Nothing is written to disk: IMDS caches the token and hands
+out a fresh one before it expires. The host then holds no secret at all.
+
+    keyring --ask-feeds JSON                       preflight: each feed asked with a token of
+                                                   the managed identity; prints statuses
+
 Configuration, `/etc/pipfeed/credential-helper.json` (PIPFEED_HELPER_CONFIG overrides the
 path), root-owned, not writable by group or others, not a symlink:
 
@@ -42,7 +54,7 @@ path), root-owned, not writable by group or others, not a symlink:
         {
           "name": "python-feed",                   named in every message
           "url": "https://pkgs.dev.azure.com/contoso/_packaging/python-feed/pypi/simple/",
-          "token_file": "/etc/pipfeed/tokens/python-feed.token",
+          "token_file": "/etc/pipfeed/tokens/python-feed.token",   or "azure_identity": {}
           "prefix": "/contoso/_packaging/python-feed/pypi/",   optional, see above
           "username": "pipfeed",                   optional
           "insecure_http": false                   optional; true allows an http:// url
@@ -77,6 +89,7 @@ import os
 import re
 import stat
 import sys
+import time
 from typing import NoReturn, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -95,7 +108,20 @@ NAME = "pipfeed-keyring"
 
 EXIT_OK, EXIT_NOT_OURS, EXIT_TOKEN, EXIT_CONFIG = 0, 1, 2, 3
 
-FEED_KEYS = {"name", "url", "token_file", "prefix", "username", "insecure_http"}
+FEED_KEYS = {"name", "url", "token_file", "azure_identity", "prefix", "username",
+             "insecure_http"}
+IDENTITY_KEYS = ("client_id", "object_id", "msi_res_id")
+# Azure's instance metadata service, as every Azure VM reaches it (never through a proxy), and
+# the application ID of Azure DevOps, the resource an Entra token for Azure Artifacts is for.
+IMDS_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
+IMDS_API = "2018-02-01"
+AZURE_DEVOPS = "499b84ac-1321-427f-aa17-267ca6975798"
+# Microsoft's retry guidance for IMDS: back off on 404, 429 and 5xx; 410 means IMDS is being
+# updated, for up to 70 seconds.
+IMDS_RETRY = {404, 429, 410} | set(range(500, 600))
+IMDS_UPDATING_SECONDS = 75
+IMDS_ATTEMPTS = 6
+IMDS_TIMEOUT = 5
 TOP_KEYS = {"feeds", "username", "version"}
 
 
@@ -109,9 +135,13 @@ class HelperError(Exception):
 
 class Feed:
     def __init__(self, name: str, scheme: str, host: str, port: int, prefix: str,
-                 token_file: str, username: Optional[str]) -> None:
+                 token_file: Optional[str], username: Optional[str],
+                 identity: Optional[dict] = None) -> None:
         self.name, self.scheme, self.host, self.port = name, scheme, host, port
         self.prefix, self.token_file, self.username = prefix, token_file, username
+        # {} for the VM's system-assigned identity, {client_id|object_id|msi_res_id: ...} for a
+        # user-assigned one; None for a feed whose token is in a file.
+        self.identity = identity
 
     def __repr__(self) -> str:
         return f"Feed({self.name!r}, {self.scheme}://{self.host}:{self.port}{self.prefix})"
@@ -301,6 +331,86 @@ def read_token(feed: Feed) -> str:
                                       "token only, on one line") from None
 
 
+def imds_token(identity: dict, sleep=time.sleep, clock=time.monotonic) -> str:
+    """An Entra access token for Azure DevOps from the VM's managed identity, asked of the
+    instance metadata service now: never through a proxy, with short timeouts, and with
+    Microsoft's retries (back off on 404, 429 and 5xx; on 410, IMDS is being updated, keep
+    asking for up to 70 s). Nothing is written to disk: IMDS caches tokens itself and answers
+    with a cached one until shortly before it expires, so each call is cheap and a token that
+    expired is simply not handed out again."""
+    # Imported here: a `get` for a feed whose token is in a file needs none of it.
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    query = {"api-version": IMDS_API, "resource": AZURE_DEVOPS, **identity}
+    request = urllib.request.Request(f"{IMDS_URL}?{urllib.parse.urlencode(query)}",
+                                     headers={"Metadata": "true",
+                                              "User-Agent": "pipfeed-keyring"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    which = ("the system-assigned identity" if not identity
+             else "the user-assigned identity " + ", ".join(f"{k} {v}" for k, v in identity.items()))
+    started, attempt, delay, last = clock(), 0, 1.0, ""
+    while True:
+        attempt += 1
+        status, retry_after = 0, None
+        try:
+            with opener.open(request, timeout=IMDS_TIMEOUT) as answer:
+                body = json.loads(answer.read().decode("utf-8"))
+            token = body.get("access_token") if isinstance(body, dict) else None
+            problem = token_problem(token)
+            if problem:
+                raise HelperError(EXIT_TOKEN, f"the instance metadata service answered "
+                                              f"without a usable access token (it {problem})")
+            return token
+        except urllib.error.HTTPError as err:
+            status = err.code
+            retry_after = err.headers.get("Retry-After") if err.headers else None
+            try:
+                detail = json.loads(err.read().decode("utf-8", "replace"))
+                last = f"HTTP {status}: {detail.get('error_description') or detail.get('error')}"
+            except (ValueError, AttributeError, OSError):
+                last = f"HTTP {status}"
+            if status == 400:
+                raise HelperError(EXIT_TOKEN, f"the instance metadata service has no token of "
+                                              f"{which} ({last}): give the VM that managed "
+                                              "identity (az vm identity assign), or name the "
+                                              "feed's user-assigned identity in its "
+                                              "azure_identity") from None
+            if status not in IMDS_RETRY:
+                raise HelperError(EXIT_TOKEN, f"the instance metadata service answered {last} "
+                                              f"for {which}") from None
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            if attempt >= 2:
+                raise HelperError(EXIT_TOKEN, f"the instance metadata service "
+                                              f"(169.254.169.254) does not answer ({reason}): "
+                                              "this host is not an Azure VM with a managed "
+                                              "identity, or cannot reach IMDS") from None
+            last = str(reason)
+        elapsed = clock() - started
+        limit_reached = (elapsed >= IMDS_UPDATING_SECONDS if status == 410
+                         else attempt >= IMDS_ATTEMPTS)
+        if limit_reached:
+            raise HelperError(EXIT_TOKEN, f"the instance metadata service kept answering "
+                                          f"{last} for {which}; tried {attempt} times in "
+                                          f"{elapsed:.0f} s")
+        wait = delay
+        if retry_after and retry_after.isdigit():
+            wait = max(wait, min(float(retry_after), 10.0))
+        sleep(wait)
+        delay = min(delay * 2, 8.0)
+
+
+def feed_token(feed: Feed) -> str:
+    """The feed's token: from its file, or from the VM's managed identity."""
+    if feed.identity is not None:
+        try:
+            return imds_token(feed.identity)
+        except HelperError as err:
+            raise HelperError(err.code, f"feed {feed.name!r}: {err}") from None
+    return read_token(feed)
+
+
 def config_path() -> str:
     return os.environ.get(CONFIG_ENV) or CONFIG_PATH
 
@@ -335,9 +445,20 @@ def load_feeds(path: str) -> tuple[list[Feed], Optional[str]]:
         unknown = set(item) - FEED_KEYS
         if unknown:
             raise bad(f"{label}: unknown keys {sorted(unknown)}")
-        for key in ("name", "url", "token_file"):
+        for key in ("name", "url"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise bad(f'{label}: "{key}" must be a non-empty string')
+        identity = item.get("azure_identity")
+        if ("token_file" in item) == (identity is not None):
+            raise bad(f'{label}: give either "token_file" or "azure_identity"')
+        if identity is not None:
+            if not isinstance(identity, dict) or set(identity) - set(IDENTITY_KEYS) \
+                    or len(identity) > 1 or not all(isinstance(v, str) and v
+                                                    for v in identity.values()):
+                raise bad(f'{label}: "azure_identity" must be {{}} (the system-assigned '
+                          f'identity) or one of {", ".join(IDENTITY_KEYS)} of a user-assigned one')
+        elif not isinstance(item.get("token_file"), str) or not item["token_file"]:
+            raise bad(f'{label}: "token_file" must be a non-empty string')
         split = split_url(item["url"])
         if split is None or urlsplit(item["url"]).username is not None:
             raise bad(f"{label}: url must be an https:// URL without credentials")
@@ -350,13 +471,13 @@ def load_feeds(path: str) -> tuple[list[Feed], Optional[str]]:
             raise bad(f'{label}: "prefix" must be a URL path starting with "/"')
         if not prefix.endswith("/"):
             prefix += "/"
-        if not os.path.isabs(item["token_file"]):
+        if identity is None and not os.path.isabs(item["token_file"]):
             raise bad(f'{label}: "token_file" must be an absolute path')
         username = item.get("username")
         if username is not None and (not isinstance(username, str) or not username):
             raise bad(f'{label}: "username" must be a non-empty string')
-        feed = Feed(item["name"], scheme, host.lower(), port, prefix, item["token_file"],
-                    username)
+        feed = Feed(item["name"], scheme, host.lower(), port, prefix, item.get("token_file"),
+                    username, identity)
         for other in feeds:
             if other.name == feed.name:
                 raise bad(f"{label}: the name is used twice")
@@ -464,7 +585,7 @@ def answer(request: Request, args: list[str]) -> int:
     feed = find_feed(feeds, request.service)
     if feed is None:
         hand_over(args, quiet=True)
-    token = read_token(feed)
+    token = feed_token(feed)
     username = request.username or feed.username or default_user or DEFAULT_USERNAME
     emit(request, username, token)
     return EXIT_OK
@@ -491,10 +612,16 @@ def check(urls: list[str]) -> int:
     worst = EXIT_OK
     for feed in chosen:
         try:
-            read_token(feed)
+            feed_token(feed)
         except HelperError as err:
             print(f"{NAME}: {err}", file=sys.stderr)
             worst = max(worst, err.code)
+            continue
+        if feed.identity is not None:
+            print(f"ok: feed {feed.name!r} {feed.scheme}://{feed.host}:{feed.port}{feed.prefix} "
+                  f"token from the VM's managed identity "
+                  f"({', '.join(f'{k} {v}' for k, v in feed.identity.items()) or 'system-assigned'})"
+                  f" for uid {os.getuid()}")
             continue
         st = os.stat(feed.token_file)
         print(f"ok: feed {feed.name!r} {feed.scheme}://{feed.host}:{feed.port}{feed.prefix} "
@@ -503,11 +630,54 @@ def check(urls: list[str]) -> int:
     return worst
 
 
+def ask_feeds(spec: dict) -> int:
+    """For the role's preflight, before the helper is configured on this host: each feed of
+    ``spec`` (name, url, username, azure_identity) asked with a token of the VM's managed
+    identity, as pip would send it (HTTP Basic). Prints [{name, status, error?}]; never a
+    token. A redirect is followed only within the feed's scheme, host and port."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    answers = []
+    for feed in spec.get("feeds", []):
+        origin = urllib.parse.urlsplit(feed["url"])[:2]
+
+        class SameOrigin(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):
+                if urllib.parse.urlsplit(newurl)[:2] != origin:
+                    return None
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        try:
+            token = imds_token(feed.get("azure_identity") or {})
+        except HelperError as err:
+            answers.append({"name": feed["name"], "status": -2, "error": str(err)})
+            continue
+        pair = base64.b64encode(f"{feed.get('username') or DEFAULT_USERNAME}:{token}".encode())
+        request = urllib.request.Request(feed["url"], headers={
+            "Authorization": "Basic " + pair.decode(), "User-Agent": "pipfeed-token-check"})
+        try:
+            with urllib.request.build_opener(SameOrigin()).open(
+                    request, timeout=float(spec.get("timeout", 20))) as answer:
+                answers.append({"name": feed["name"], "status": answer.status})
+        except urllib.error.HTTPError as err:
+            answers.append({"name": feed["name"], "status": err.code})
+        except Exception as err:  # noqa: BLE001 - any failure to ask is the answer
+            reason = getattr(err, "reason", None) or err
+            answers.append({"name": feed["name"], "status": -1,
+                            "error": " ".join(str(reason).split())})
+    print(json.dumps(answers))
+    return EXIT_OK
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args and args[0] == "--check":
             return check(args[1:])
+        if len(args) == 2 and args[0] == "--ask-feeds":
+            return ask_feeds(json.loads(args[1]))
         request = parse_get(args)
         if request is None:
             hand_over(args, quiet=False)

@@ -80,6 +80,16 @@ options:
       - Ask about every feed's token, changed or not (a rotation, C(playbooks/rotate_token.yml)).
     type: bool
     default: false
+  identities:
+    description:
+      - Ask about the feeds of the VM's managed identity (C(azure_identity)), which have no token
+        on the controller (their O(tokens) entry is empty). The host asks its identity for a
+        token with the credential helper's own program (C(pipfeed-keyring --ask-feeds)) and sends
+        it to the feed. The role sets this when the helper's configuration changes on the host.
+      - An answer with status V(-2) means the identity gave no token; its message says why
+        (the IMDS cannot be reached, there is no such identity, or the IMDS kept failing).
+    type: bool
+    default: false
 extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.conn

@@ -14,6 +14,10 @@ reads, and in inventory/sample/group_vars/all/feed.yml)::
     token_var:      the name of an inventory variable holding the token (keep it in Vault), or
     token_env:      the name of a controller environment variable holding it, or
     token_file:     a file on the controller holding it (one line)
+    azure_identity: {} (or {client_id | object_id | msi_res_id: ...}): each host's token comes
+                    from the VM's Azure managed identity, asked of IMDS at every use; the host
+                    holds no secret. The feed may then also name one of the three sources
+                    above, for the controller's own requests (wheelhouse build, publish).
     insecure_http:  true allows an http:// url (the token then crosses the network in clear)
 
 The URL scope rule (which URLs are a feed's own) and the token shape rule live in the
@@ -31,7 +35,9 @@ from ansible_collections.pipfeed.feed.plugins.module_utils.pipfeed_keyring impor
 
 AZURE_HOST = "https://pkgs.dev.azure.com"
 TOKEN_SOURCES = ("token_var", "token_env", "token_file")
-FEED_KEYS = ("name", "url", "azure") + TOKEN_SOURCES + ("insecure_http",)
+FEED_KEYS = ("name", "url", "azure") + TOKEN_SOURCES + ("azure_identity", "insecure_http")
+IDENTITY_KEYS = ("client_id", "object_id", "msi_res_id")
+AZURE_DEVOPS_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
 AZURE_KEYS = ("organization", "project", "feed")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -78,9 +84,20 @@ def token_sources(feed) -> list:
     return [key for key in TOKEN_SOURCES if feed.get(key) not in (None, "")]
 
 
-def token_source(feed) -> str:
-    """How a message names the token's source: "the variable x (token_var)"."""
+def identity(feed):
+    """The feed's managed identity ({} for the system-assigned one), or None."""
+    if isinstance(feed, dict) and isinstance(feed.get("azure_identity"), dict):
+        return feed["azure_identity"]
+    return None
+
+
+def token_source(feed, hosts: bool = False) -> str:
+    """How a message names the token's source: "the variable x (token_var)". With ``hosts``,
+    the source of the hosts' token: the managed identity of a feed that has one, even where the
+    feed names a controller source too."""
     sources = token_sources(feed)
+    if identity(feed) is not None and (hosts or not sources):
+        return "the VM's managed identity (azure_identity)"
     if len(sources) != 1:
         return "no single token source"
     key = sources[0]
@@ -151,6 +168,14 @@ def feed_problems(feeds, need_token: bool = False) -> list:
                                 f"(optional), feed}} "
                                 + (f"lacks {', '.join(missing)}." if missing
                                    else f"has unknown keys {', '.join(extra)}."))
+        if "azure_identity" in feed:
+            found = feed["azure_identity"]
+            if not isinstance(found, dict) or len(found) > 1 \
+                    or set(found) - set(IDENTITY_KEYS) \
+                    or not all(isinstance(v, str) and v for v in found.values()):
+                problems.append(f"{label}: azure_identity must be {{}} (the VM's system-assigned "
+                                "identity) or one of client_id, object_id, msi_res_id of a "
+                                "user-assigned identity, such as {client_id: 00000000-...}.")
         if "insecure_http" in feed and not isinstance(feed["insecure_http"], bool):
             problems.append(f"{label}: insecure_http must be true or false.")
         url = feed_url(feed)
@@ -176,7 +201,8 @@ def feed_problems(feeds, need_token: bool = False) -> list:
                 problems.append(f"{label}: {key} is '{feed[key]}', which is not a variable "
                                 "name; it names the variable that holds the token, not the "
                                 "token itself.")
-        if len(sources) > 1 or (need_token and len(sources) != 1):
+        if len(sources) > 1 or (need_token and len(sources) != 1
+                                and "azure_identity" not in feed):
             problems.append(f"{label} must name exactly one token source, token_var (an "
                             "inventory or Vault variable), token_env (an environment variable "
                             "of the controller) or token_file (a file on the controller); it "
@@ -200,6 +226,14 @@ def resolve_token(feed: dict, variables: dict, template, environ: dict,
     Vault); ``read_file`` reads a controller file as text."""
     name = feed.get("name", "?") if isinstance(feed, dict) else "?"
     sources = token_sources(feed)
+    if not sources and identity(feed) is not None:
+        raise TokenError(f"Feed {name} takes its token from each VM's managed identity "
+                         "(azure_identity), and the controller has none of its own. For the "
+                         "controller's requests (the wheelhouse build, publish, the project "
+                         "wheel's upload) give the feed a token_env too, holding an Entra token "
+                         "(az account get-access-token --resource "
+                         f"{AZURE_DEVOPS_RESOURCE} --query accessToken -o tsv; in Azure DevOps, "
+                         "an AzureCLI@2 step of a service connection).")
     if len(sources) != 1:
         raise TokenError(f"Feed {name} must name exactly one token source (token_var, "
                          f"token_env or token_file); it names {', '.join(sources) or 'none'}.")
@@ -240,8 +274,11 @@ def helper_config(feeds: list, username: str, directory: str) -> dict:
     token)."""
     entries = []
     for feed in feeds:
-        entry = {"name": feed["name"], "url": feed_url(feed),
-                 "token_file": f"{directory.rstrip('/')}/{feed['name']}.token"}
+        entry = {"name": feed["name"], "url": feed_url(feed)}
+        if identity(feed) is not None:
+            entry["azure_identity"] = identity(feed)
+        else:
+            entry["token_file"] = f"{directory.rstrip('/')}/{feed['name']}.token"
         if feed.get("insecure_http") is True:
             entry["insecure_http"] = True
         entries.append(entry)
@@ -255,8 +292,8 @@ def netrc_hosts(feeds: list) -> list:
     entries: list = []
     for index, feed in enumerate(feeds):
         host = (urlsplit(feed_url(feed)).hostname or "").lower()
-        if not host:
-            continue
+        if not host or identity(feed) is not None:
+            continue  # a managed identity's token is never written to a file
         for entry in entries:
             if entry[0] == host:
                 entry[2].append(feed["name"])

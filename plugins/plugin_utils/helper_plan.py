@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import (
-    helper_config, netrc_hosts)
+    helper_config, identity, netrc_hosts)
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.platforms import (
     oldest_pip, os_problem)
 
@@ -53,7 +53,8 @@ def probe_spec(feeds: list, users: list, group: str, python: str, pythons: list 
     paths = [{"path": PROGRAM}, {"path": LINKS[0]}, {"path": LINKS[1]},
              {"path": CONFIG, "content": True}, {"path": NETRC, "secret": True},
              {"path": PROGRAM_DIR}, {"path": ETC}, {"path": TOKEN_DIR}]
-    paths += [{"path": token_path(feed), "secret": True} for feed in feeds]
+    paths += [{"path": token_path(feed), "secret": True} for feed in feeds
+              if identity(feed) is None]
     paths += [{"path": ".netrc", "user": account} for account in ["root", *users]]
     return {"paths": paths, "pythons": [python, *pythons], "groups": [group] if group else [],
             "users": list(users), "diversions": [DISTRO_KEYRING], "listdir": [TOKEN_DIR],
@@ -123,6 +124,18 @@ def plan(probe: dict, feeds: list, settings: dict) -> dict:
             "program.")
 
     netrc = netrc_wanted(settings.get("netrc", "auto"), probe, settings.get("python", ""))
+    identities = [feed["name"] for feed in feeds if identity(feed) is not None]
+    if netrc and identities:
+        problems.append(
+            f"feeds {', '.join(identities)} take their token from the VM's managed identity, "
+            "which only pip 23.1 and later and uv ask for (through the helper); this host "
+            f"also has an older pip (or none known: {settings.get('python', 'python3')}'s own, "
+            "or the one its venvs get), which reads a static ~/.netrc and so would get no "
+            "token. Give the host pip 23.1 or later (python3 -m pip install --upgrade pip in its "
+            "venvs) or use uv, then set pipfeed_credential_helper_netrc: never to accept that "
+            "older pips get no token there; or give these feeds a token_var, token_env or "
+            "token_file instead of azure_identity.")
+        netrc = False
     if netrc:
         for host, first, others in netrc_hosts(feeds):
             if others:
@@ -157,12 +170,12 @@ def plan(probe: dict, feeds: list, settings: dict) -> dict:
                 {"kind": "directory", "path": TOKEN_DIR, "owner": "root",
                  "group": owner["group"], "mode": owner["dir"]}]
 
-    wanted = {token_path(feed) for feed in feeds}
+    wanted = {token_path(feed) for feed in feeds if identity(feed) is None}
     present = probe.get("listdir", {}).get(TOKEN_DIR, [])
+    config = json.dumps(helper_config(feeds, settings.get("username", "pipfeed"), TOKEN_DIR),
+                        indent=2) + "\n"
     configure = [{"kind": "file", "path": CONFIG, "owner": "root", "group": "root",
-                  "mode": "0644", "content": json.dumps(
-                      helper_config(feeds, settings.get("username", "pipfeed"), TOKEN_DIR),
-                      indent=2) + "\n",
+                  "mode": "0644", "content": config,
                   "validate": f"env PIPFEED_HELPER_CONFIG=%s {PROGRAM} --check"}]
     configure += [{"kind": "absent", "path": f"{TOKEN_DIR}/{name}"} for name in present
                   if name.endswith(".token") and f"{TOKEN_DIR}/{name}" not in wanted]
@@ -177,6 +190,9 @@ def plan(probe: dict, feeds: list, settings: dict) -> dict:
                                        for user in users]
     return {"problems": problems, "warnings": warnings, "netrc": netrc,
             "installed": paths.get(CONFIG, {}).get("type") == "file",
+            # The helper's configuration changes on this host (a feed of the managed identity
+            # is then asked from the host before anything is installed).
+            "config_changes": paths.get(CONFIG, {}).get("content") != config,
             "install": install, "configure": configure, "verify": verify,
             "token_owner": owner}
 
@@ -186,7 +202,7 @@ def token_items(feeds: list, tokens: list, decided: dict, username: str) -> list
     owner = decided["token_owner"]
     items = [{"kind": "file", "path": token_path(feed), "content": f"{token}\n",
               "owner": "root", "group": owner["group"], "mode": owner["file"], "secret": True}
-             for feed, token in zip(feeds, tokens)]
+             for feed, token in zip(feeds, tokens) if identity(feed) is None]
     if decided["netrc"]:
         # Two lines per host: the plain host for current pips, and user@host for pip 20.3 and
         # 23.0, whose netrc lookup uses the URL's netloc with the user name in it (the feed
@@ -208,6 +224,17 @@ def feed_check_message(verdict: dict, hostname: str, feeds: list) -> str:
     from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import token_source
     feed = next((f for f in feeds if f.get("name") == verdict["name"]), {})
     status = verdict.get("status", -1)
+    if verdict.get("identity"):
+        if status == -2:
+            return (f"{hostname}: no token for feed {verdict['name']} from the VM's managed "
+                    f"identity: {verdict.get('error', 'no answer')}. Nothing was changed.")
+        if status in (401, 403):
+            return (f"{hostname}: feed {verdict['name']} ({verdict['url']}) answered {status} to "
+                    "the token of the VM's managed identity. The usual causes: the identity was "
+                    "not added to the Azure DevOps organization (Organization settings, Users: "
+                    "add its service principal), or it has no Reader (or Feed Reader) "
+                    "permission on the feed (Artifacts, the feed's settings, Permissions). "
+                    "Nothing was changed.")
     if status in (401, 403):
         meaning = ("token not accepted" if status == 401
                    else "token accepted but not allowed to read the feed")

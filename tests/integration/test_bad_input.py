@@ -167,6 +167,18 @@ def variable_cases(lab) -> dict[str, tuple[str, dict, list[str]]]:
             {"pipfeed_config_python": "python2"},
             ["pipfeed_config_python is python2, which does not run on",
              "point pipfeed_config_python at the host's Python"]),
+        # The two that follow land on deb12-1 and deb13-1 (case index modulo 3).
+        "identity-old-pip": (
+            "a managed-identity feed on a host whose pip (23.0, Debian 12) cannot ask the helper",
+            {"pipfeed_feeds": feed(lab, azure_identity={})},
+            ["feeds python-feed take their token from the VM's managed identity, which only pip "
+             "23.1 and later and uv ask for", "Give the host pip 23.1 or later"]),
+        "identity-imds-unreachable": (
+            "a managed-identity feed on a host that is no Azure VM (IMDS unreachable)",
+            {"pipfeed_feeds": feed(lab, azure_identity={}),
+             "pipfeed_credential_helper_check_timeout": 5},
+            ["no token for feed python-feed from the VM's managed identity",
+             "this host is not an Azure VM with a managed identity, or cannot reach IMDS"]),
     }
 
 

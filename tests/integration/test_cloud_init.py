@@ -81,10 +81,17 @@ def rendered(lab, workdir, vm):
                    pipfeed_cloud_init_key_vault_name="contoso-kv",
                    pipfeed_cloud_init_key_vault_secrets={"python-feed": "python-feed-pat"})
     assert vault.returncode == 0, vault.stdout[-5000:] + vault.stderr
-    for result in (first, vault):
+    # The VM's managed identity gives the feed's token: the controller keeps its own (here the
+    # lab's token, for the upload), which goes nowhere near the user-data.
+    identity = render(lab, workdir, vm, workdir / "identity", pipfeed_feeds=[
+        {"name": "python-feed", "url": lab.feed_url, "azure_identity": {},
+         "token_var": "lab_feed_token"}])
+    assert identity.returncode == 0, identity.stdout[-5000:] + identity.stderr
+    for result in (first, vault, identity):
         assert lab.token not in result.stdout + result.stderr
     return {"user_data": workdir / "user-data" / f"{vm}.yml",
-            "key_vault": workdir / "key-vault" / f"{vm}.yml", "first": first}
+            "key_vault": workdir / "key-vault" / f"{vm}.yml",
+            "identity": workdir / "identity" / f"{vm}.yml", "first": first}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def schema(lab, vm: str, text: bytes) -> tuple:
 
 
 def test_user_data_passes_cloud_init_schema_and_fits_azure_custom_data(lab, vm, rendered):
-    for variant in ("user_data", "key_vault"):
+    for variant in ("user_data", "key_vault", "identity"):
         text = rendered[variant].read_bytes()
         rc, out, err = schema(lab, vm, text)
         assert rc == 0 and "Valid cloud-config" in out + err, out + err
@@ -140,6 +147,23 @@ def test_key_vault_user_data_carries_no_token(lab, rendered):
     files = {f["path"] for f in yaml.safe_load(text)["write_files"]}
     assert not any(p.endswith(".token") for p in files)
     assert lab.token in rendered["user_data"].read_text()
+
+
+def test_managed_identity_user_data_carries_no_token_at_all(lab, rendered):
+    """No token file, no Key Vault: the bootstrap asks the VM's identity for the feed's token,
+    and the VM's inventory gives the feed azure_identity and no token source."""
+    text = rendered["identity"].read_text()
+    assert lab.token not in text
+    data = yaml.safe_load(text)
+    files = {f["path"]: f["content"] for f in data["write_files"]}
+    assert not any(p.endswith(".token") for p in files)
+    settings = json.loads(files["/var/lib/pipfeed-bootstrap/bootstrap.json"])
+    assert settings["feed"]["azure_identity"] == {}
+    inventory = json.loads(files["/var/lib/pipfeed-bootstrap/inventory.json"])
+    assert inventory["all"]["vars"]["pipfeed_feeds"] == [
+        {"name": "python-feed", "url": lab.feed_url, "azure_identity": {}}]
+    assert "lab_feed_token" not in inventory["all"]["vars"]
+    assert "every feed's token comes from the VM's managed identity" in text
 
 
 def test_rendering_again_changes_nothing(lab, workdir, vm, rendered):

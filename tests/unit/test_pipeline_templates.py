@@ -29,6 +29,7 @@ AZURE = {"deploy": ROOT / "ci/azure-pipelines/deploy.yml",
          "rolling": ROOT / "ci/azure-pipelines/deploy-rolling.yml",
          "publish": ROOT / "ci/azure-pipelines/publish.yml"}
 STEPS = ROOT / "ci/azure-pipelines/steps/install-pipfeed.yml"
+ENTRA = ROOT / "ci/azure-pipelines/steps/entra-token.yml"
 GITHUB = ROOT / ".github/workflows/pipfeed-deploy.yml"
 DOCS = ROOT / "docs/pipelines.md"
 # The environment variables a token may be mapped to: the inventory's token_env, and the publish
@@ -69,7 +70,7 @@ def steps_of(document: dict, where: Path = STEPS.parent.parent) -> list[dict]:
         steps = job.get("steps", [])
         for strategy in job.get("strategy", {}).values():
             steps = steps + strategy["deploy"]["steps"]
-        for step in steps:
+        for step in with_insertions_expanded(steps):
             if "template" in step:
                 found += load(where / step["template"])["steps"]
             else:
@@ -111,9 +112,30 @@ def all_strings(node) -> list[str]:
 
 
 # ----- schemas ------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [*AZURE.values(), STEPS], ids=lambda p: p.name)
-def test_azure_template_passes_the_azure_pipelines_schema(path):
-    result = validate("vendor.azure-pipelines", path)
+def with_insertions_expanded(node):
+    """The document with each conditionally inserted list of steps (a list item that is only
+    `${{ if ... }}: [steps]`) put in place, every branch: the schema cannot read template
+    expressions there, but it can check every step that a branch inserts."""
+    if isinstance(node, dict):
+        return {key: with_insertions_expanded(value) for key, value in node.items()}
+    if isinstance(node, list):
+        found = []
+        for item in node:
+            if isinstance(item, dict) and len(item) == 1 \
+                    and str(next(iter(item))).startswith("${{ if ") \
+                    and isinstance(next(iter(item.values())), list):
+                found += with_insertions_expanded(next(iter(item.values())))
+            else:
+                found.append(with_insertions_expanded(item))
+        return found
+    return node
+
+
+@pytest.mark.parametrize("path", [*AZURE.values(), STEPS, ENTRA], ids=lambda p: p.name)
+def test_azure_template_passes_the_azure_pipelines_schema(path, tmp_path):
+    expanded = tmp_path / path.name
+    expanded.write_text(yaml.safe_dump(with_insertions_expanded(load(path)), sort_keys=False))
+    result = validate("vendor.azure-pipelines", expanded)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -324,7 +346,8 @@ def test_the_release_check_refuses_what_is_not_the_pinned_release_naming_the_inp
 # ----- secrets, SSH, one run at a time ------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_token_reaches_step_environments_only_and_is_never_printed(name):
-    secret_refs = re.compile(r"System\.AccessToken|parameters\.tokenVariable|secrets\.feed-token")
+    secret_refs = re.compile(r"System\.AccessToken|parameters\.tokenVariable|secrets\.feed-token"
+                             r"|PIPFEED_ENTRA_TOKEN")
     holders = []
     for step in steps_of(load(TEMPLATES[name])):
         text = script(step)
@@ -427,3 +450,24 @@ def test_github_workflow_caches_the_wheelhouse_on_the_lock_file_hash():
     # on: is YAML 1.1's True key; it must be a reusable workflow.
     trigger = document.get("on", document.get(True))
     assert "workflow_call" in trigger
+
+
+@pytest.mark.parametrize("name", sorted(AZURE))
+def test_azure_templates_take_an_entra_token_from_a_service_connection(name):
+    """tokenSource entraServiceConnection: an AzureCLI@2 step asks Azure for a token for Azure
+    DevOps and keeps it as a secret variable, which only the steps that need it get."""
+    document = load(AZURE[name])
+    (source,) = [p for p in document["parameters"] if p["name"] == "tokenSource"]
+    assert "entraServiceConnection" in source["values"]
+    steps = steps_of(document)
+    (entra,) = [s for s in steps if s.get("task") == "AzureCLI@2"]
+    assert entra["inputs"]["azureSubscription"] == "${{ parameters.azureServiceConnection }}"
+    inline = entra["inputs"]["inlineScript"]
+    assert "az account get-access-token --resource 499b84ac-1321-427f-aa17-267ca6975798" in inline
+    assert "task.setvariable variable=PIPFEED_ENTRA_TOKEN;issecret=true" in inline
+    assert "set -x" not in inline and inline.count("$token") == 1
+    # It comes before anything that uses the token, and the steps that do map it by name.
+    assert steps.index(entra) < min(steps.index(s) for s in steps
+                                    if "PIPFEED_ENTRA_TOKEN" in " ".join(env_values(s)))
+    users = [s for s in steps if "$(PIPFEED_ENTRA_TOKEN)" in env_values(s)]
+    assert users and all(env_keys(s) & set(TOKEN_ENVS) for s in users)

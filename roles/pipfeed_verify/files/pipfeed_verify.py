@@ -166,7 +166,8 @@ def credential(feed: dict, pip_version: tuple, uses_keyring: bool) -> tuple:
         rc, out, err = run([keyring, "get", feed["url"], username], timeout=30)
         if rc != 0 or not out.strip():
             return username, None, f"keyring answered nothing (exit {rc}: {tail(err, 1)})"
-        return username, out.strip(), "keyring (credential helper)"
+        return username, out.strip(), ("keyring (credential helper, the VM's managed identity)"
+                                       if feed.get("identity") else "keyring (credential helper)")
     host = urlsplit(feed["url"]).hostname or ""
     try:
         entries = netrc.netrc(os.environ.get("NETRC") or os.path.expanduser("~/.netrc"))
@@ -203,6 +204,13 @@ def check_feeds(spec: dict, pip_version: tuple, settings: dict, report: dict) ->
         entry["status"] = status
         if status == 200:
             pass
+        elif status in (401, 403) and feed.get("identity"):
+            report["problems"].append(
+                f"feed {feed['name']}: the token of the VM's managed identity was "
+                f"{'refused (401)' if status == 401 else 'not allowed to read the feed (403)'}. "
+                "Add the identity's service principal to the Azure DevOps organization "
+                "(Organization settings, Users) and give it Reader (Feed Reader) on the feed "
+                "(Artifacts, feed settings, Permissions); nothing to rotate on the host.")
         elif status == 401:
             report["problems"].append(
                 f"feed {feed['name']}: the token was refused (401). Put a valid personal access "
