@@ -1,35 +1,47 @@
 #!/usr/bin/env python3
-"""Fleet benchmark of the pipfeed_wheelhouse role, on a lab of 6 hosts (2 per Debian release).
+"""Fleet benchmark: the whole site.yml on a lab that grows to 3, 12, 24 and 48 hosts.
 
-    .venv/bin/python bench/fleet.py [--runs N] [--lab NAME] [--keep]
+    .venv/bin/python bench/fleet.py [--sizes 3,12,24,48] [--runs N] [--quick]
+                                    [--lab NAME] [--keep] [--forks N] [--no-record]
 
-Three measurements, each against a named baseline timed in the same run, interleaved with it
-so that both see the same load; each is the median of --runs runs:
+At each size (a third of the hosts each of Debian 11, 12 and 13), with the project's
+ansible.cfg and the lab's inventory, it times three runs of `ansible-playbook site.yml`, each
+beside `ansible all -m ping` on the same hosts, run just before it so that both see the same
+load:
 
-(a) re-run with nothing changed: `ansible-playbook playbooks/wheelhouse.yml` on hosts whose
-    wheelhouse is complete, against `ansible all -m ping` on the same hosts (target: 2x).
-(b) first seeding: the same playbook on hosts with no wheelhouse (controller cache warm),
-    against copying the same bytes (the bundle the role sends each host, written to a file) to
-    every host with scp (target: 1.5x), two ways: one host after another (a shell loop, one
-    scp per host: the target's baseline), and all hosts at once (as Ansible's forks send; the
-    stricter one, reported beside it).
-(c) controller rebuild with unchanged inputs: the role's controller step (wheelhouse_build.py
-    `plan`, then `build` for what the plan lacks, with the spec the role passes) on a warm
-    cache, against the same step on an empty cache; the feed's access log must show zero
-    requests during the rebuild (target: 10% of the first build's time).
+  first run       every host fresh (what site.yml installs removed, as the integration tests'
+                  unprovision() does), the controller's wheelhouse cache warm;
+  nothing to do   a converged fleet (every host must report changed=0);
+  token rotated   a new valid token in the lab feed's tokens file and in the file the
+                  inventory reads it from (every host must report a change; the run right
+                  after it must report changed=0 on every host, and is shown too).
 
-The lab: --lab NAME uses that lab when it is up (and leaves it up), or brings it up with that
-name; without --lab, a lab named "fleet" is brought up. A lab this script brought up is taken
-down at the end unless --keep. Exit status 0 when every measurement ran, whether or not a
-target was met; 1 on an error.
+For each: wall seconds (median of its runs), the ratio to ping's median at that size, the
+controller's CPU seconds (user+sys of the ansible process tree and its ssh clients, from
+getrusage(RUSAGE_CHILDREN) around the run; ControlPersist's ssh masters run detached and are
+not in it), per host, and the PLAY RECAP's ok/changed/skipped per host. Then the curve across
+sizes, the issue's targets as met or missed, the per-host growth from 12 to 48 hosts, and the
+machine's load at the start and the end.
+
+The lab: --lab NAME uses that lab when it is up, or brings it up; without --lab, a lab named
+"fleet" is brought up with 3 hosts and grown (Lab.add_hosts) as the sizes need. A lab this
+script brought up is taken down at the end unless --keep; hosts it added to a lab it found are
+removed. The controller's wheelhouse cache is one of its own (a temporary directory, warmed by
+a first site.yml run that is not timed), so ~/.cache/pipfeed is not touched.
+
+A run of the default sizes records its report in bench/README.md (between the fleet-bench
+markers) unless --no-record. Exit status 0 when every run ran and every recap was as due,
+whether or not a target was met; 1 on an error.
 """
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
+import resource
+import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,278 +50,340 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from tests.files import load_file  # noqa: E402
+from bench.fleet_figures import (  # noqa: E402
+    FleetError, Run, Size, check_recap, curve, failure_excerpt, growth_lines, hosts_of_size, median,
+    parse_recap,
+    parse_sizes, size_table, targets)
 from tests.lab.lab import Lab, LabError  # noqa: E402
 
-
-# The role's host action: its bundle() makes the scp baseline the very bytes it sends.
-HOST_ACTION = load_file("pipfeed_wheelhouse_host_action",
-                        ROOT / "roles" / "pipfeed_wheelhouse" / "action_plugins" / "pipfeed_wheelhouse_host.py")
-
-ROLE = ROOT / "roles" / "pipfeed_wheelhouse"
-BUILD = ROLE / "files" / "wheelhouse_build.py"
-PROBE = ROLE / "files" / "wheelhouse_host.py"
 BIN = Path(sys.executable).parent
-WHEELHOUSE = "/var/lib/pipfeed/wheelhouse"
-TARGETS = {"a": 2.0, "b": 1.5, "c": 0.10}
+DEFAULT_SIZES = "3,12,24,48"
+QUICK_SIZES = "3,12"
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- fleet-bench:begin -->", "<!-- fleet-bench:end -->"
+CALLBACKS = Path(__file__).resolve().parent / "fleet_callbacks"
 
 
-class BenchError(RuntimeError):
-    pass
+def log(message: str) -> None:
+    print(f"fleet: {message}", file=sys.stderr, flush=True)
 
 
-def ansible_env(**extra: str) -> dict:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1",
-               ANSIBLE_FORCE_COLOR="0", **extra)
-    return env
+def configured_forks() -> int:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "ansible.cfg")
+    return parser.getint("defaults", "forks", fallback=5)
 
 
-def timed(cmd: list[str], what: str, env: dict | None = None, timeout: float = 1800):
-    """Run a command; (seconds, stdout). A failure is an error of the benchmark."""
-    started = time.monotonic()
-    result = subprocess.run(cmd, cwd=ROOT, env=env or ansible_env(), capture_output=True,
-                            text=True, timeout=timeout)
-    took = time.monotonic() - started
-    if result.returncode != 0:
-        raise BenchError(f"{what} failed ({' '.join(cmd[:3])} ...):\n"
-                         + (result.stdout[-3000:] + result.stderr[-2000:]))
-    return took, result.stdout
+def machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    memory = ""
+    try:
+        total = next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+        memory = f", {int(total.split()[1]) / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} cores{memory}, load average {load}"
+
+
+def revision() -> str:
+    """The checkout's commit, and the files that differ from it (what the figures are of)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.rstrip() if done.returncode == 0 else ""
+    commit = git("log", "-1", "--format=%h %cs %s")
+    if not commit:
+        return "not a git checkout"
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
+               .splitlines()]
+    if len(commit) > 80:
+        commit = commit[:77].rsplit(" ", 1)[0] + " ..."
+    return commit + (f"; uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
+def other_containers(lab: Lab) -> int:
+    """Containers running on the machine that are not this lab's (other labs, other jobs)."""
+    listing = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True,
+                             text=True).stdout.split()
+    return sum(1 for name in listing if not name.startswith(lab.prefix + "-"))
 
 
 class Fleet:
-    def __init__(self, lab: Lab, work: Path):
+    """The runs, against one lab, with a work directory of the benchmark's own."""
+
+    def __init__(self, lab: Lab, work: Path, forks: int | None):
         self.lab = lab
         self.work = work
-        self.cache = work / "cache"
+        self.forks = forks
+        self.token_file = work / "token"
+        self.set_token(lab.token)
         self.vars_file = work / "vars.json"
-        self.vars_file.write_text(json.dumps({"pipfeed_wheelhouse_cache_dir": str(self.cache)}))
+        # The controller cache, and the token's source: the inventory's token_var reads the
+        # file lab_feed_token_file names, which is this one.
+        self.vars_file.write_text(json.dumps({
+            "pipfeed_wheelhouse_cache_dir": str(work / "cache"),
+            "lab_feed_token_file": str(self.token_file)}))
         self.vars_file.chmod(0o600)
-        self.hosts = [h.name for h in lab.hosts]
+        self.task_log = work / "task-times.jsonl"
 
-    # ----- commands --------------------------------------------------------------------------
-    def playbook(self, what: str, times: dict | None = None) -> tuple[float, str]:
-        """The wheelhouse play; with times, each task's wall time is added to it."""
-        log = self.work / "task-times.jsonl"
-        log.unlink(missing_ok=True)
-        env = ansible_env(ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).parent / "fleet_callbacks"),
-                          ANSIBLE_CALLBACKS_ENABLED="fleet_task_times", FLEET_TASK_TIMES=str(log))
-        result = timed([str(BIN / "ansible-playbook"), "-i", str(self.lab.inventory),
-                        "playbooks/wheelhouse.yml", "-e", f"@{self.vars_file}"], what, env)
-        if times is not None and log.exists():
-            for line in log.read_text().splitlines():
+    def set_token(self, token: str) -> None:
+        partial = self.token_file.with_suffix(".partial")
+        partial.write_text(token + "\n")
+        partial.chmod(0o600)
+        partial.rename(self.token_file)
+
+    def env(self, **extra: str) -> dict:
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1",
+                   ANSIBLE_FORCE_COLOR="0", **extra)
+        if self.forks:
+            env["ANSIBLE_FORKS"] = str(self.forks)
+        return env
+
+    @staticmethod
+    def timed(cmd: list[str], env: dict, what: str, timeout: float = 3600) -> tuple[Run, str]:
+        """Run a command; its wall and controller CPU seconds, and its output. CPU is the
+        user+sys time of the children reaped during the run: the command and its process tree
+        (Ansible's workers, the ssh clients), as nothing else runs meanwhile."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if result.returncode != 0:
+            raise FleetError(f"{what} failed (exit {result.returncode}):\n"
+                             + failure_excerpt(result.stdout) + "\n" + result.stderr[-2000:])
+        return Run(took, cpu), result.stdout
+
+    def limit(self, hosts: list[str]) -> list[str]:
+        every = sorted(h.name for h in self.lab.hosts)
+        return [] if sorted(hosts) == every else ["--limit", ",".join(hosts)]
+
+    def ping(self, hosts: list[str]) -> Run:
+        run, _ = self.timed([str(BIN / "ansible"), "all", "-i", str(self.lab.inventory),
+                             "-m", "ping", *self.limit(hosts)], self.env(), "ansible all -m ping")
+        return run
+
+    def site(self, hosts: list[str], what: str, changes: str,
+             tasks: dict[str, list[float]] | None = None) -> Run:
+        """site.yml on these hosts; its recap checked (changes: "none" or "every")."""
+        self.task_log.unlink(missing_ok=True)
+        env = self.env(ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
+                       ANSIBLE_CALLBACKS_ENABLED="fleet_task_times",
+                       FLEET_TASK_TIMES=str(self.task_log))
+        run, output = self.timed([str(BIN / "ansible-playbook"), "-i", str(self.lab.inventory),
+                                  "site.yml", "-e", f"@{self.vars_file}", *self.limit(hosts)],
+                                 env, what)
+        run.stats = parse_recap(output)
+        check_recap(run.stats, hosts, changes, what)
+        if tasks is not None and self.task_log.exists():
+            for line in self.task_log.read_text().splitlines():
                 entry = json.loads(line)
-                times.setdefault(entry["task"], []).append(entry["s"])
-        return result
+                tasks.setdefault(entry["task"], []).append(entry["s"])
+        return run
 
-    def ping(self) -> float:
-        return timed([str(BIN / "ansible"), "all", "-i", str(self.lab.inventory), "-m", "ping"],
-                     "ansible all -m ping")[0]
+    def unprovision(self, hosts: list[str]) -> None:
+        """Every host as fresh as the lab made it, as the integration tests make it."""
+        from tests.integration.support import unprovision
+        with ThreadPoolExecutor(min(16, len(hosts))) as pool:
+            list(pool.map(lambda host: unprovision(self.lab, host), hosts))
 
-    def on_hosts(self, command: str) -> None:
-        """One command as root on every host at once."""
-        def one(host: str):
-            done = self.lab.ssh(host, f"sudo sh -c '{command}'", timeout=300)
-            if done.returncode != 0:
-                raise BenchError(f"{host}: {command}: {done.stderr.strip()}")
-        with ThreadPoolExecutor(len(self.hosts)) as pool:
-            list(pool.map(one, self.hosts))
-
-    def scp_all(self, files: dict[str, Path], parallel: bool) -> float:
-        """scp each host its file: all hosts at once, or one after another (a shell loop);
-        the copies are removed afterwards."""
-        started = time.monotonic()
-        codes = []
-        procs = []
-        for host, path in files.items():
-            proc = subprocess.Popen(["scp", "-q", "-F", str(self.lab.ssh_config), str(path),
-                                     f"{host}:/tmp/pipfeed-bench.tar"])
-            if parallel:
-                procs.append(proc)
-            else:
-                codes.append(proc.wait(timeout=1800))
-        codes += [proc.wait(timeout=1800) for proc in procs]
-        took = time.monotonic() - started
-        if any(codes):
-            raise BenchError(f"scp failed: exit codes {codes}")
-        self.on_hosts("rm -f /tmp/pipfeed-bench.tar")
-        return took
-
-    # ----- the controller step (c) -----------------------------------------------------------
-    def platforms(self) -> list[dict]:
-        """Each distinct host platform, read by the role's own probe."""
-        found = {}
-        for host in self.lab.hosts:
-            if host.python in found:
-                continue
-            done = subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host.name,
-                                   f"python3 - probe {WHEELHOUSE}"], input=PROBE.read_text(),
-                                  capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise BenchError(f"probe on {host.name}: {done.stderr.strip()}")
-            found[host.python] = json.loads(done.stdout)["platform"]
-        return list(found.values())
-
-    def controller_step(self, spec: dict, netrc: Path) -> tuple[float, dict]:
-        """What build.yml runs: plan; then build for the platforms the plan lacks."""
-        env = dict(os.environ)
-        started = time.monotonic()
-        planned = json.loads(timed([sys.executable, str(BUILD), "plan", json.dumps(spec)],
-                                   "wheelhouse_build.py plan", env)[1])
-        todo = [p for p in spec["platforms"] if not planned[p["key"]]]
-        built = {}
-        if todo:
-            built = json.loads(timed([sys.executable, str(BUILD), "build",
-                                      json.dumps(dict(spec, platforms=todo, netrc=str(netrc)))],
-                                     "wheelhouse_build.py build", env)[1])
-        took = time.monotonic() - started
-        return took, {**planned, **built}
+    def rotate(self) -> None:
+        """A new token that the feed takes, in the feed's tokens file and in the inventory's
+        source (the old one stays valid, as an Azure PAT does until it expires)."""
+        token = "labfleet" + secrets.token_hex(20)
+        data = json.loads(self.lab.tokens_file.read_text())
+        data["tokens"].append({"token": token, "scopes": ["read"]})
+        partial = self.lab.tokens_file.with_suffix(".partial")
+        partial.write_text(json.dumps(data, indent=2))
+        partial.chmod(0o600)
+        partial.rename(self.lab.tokens_file)
+        self.set_token(token)
 
 
-def inventory_vars(lab: Lab) -> dict:
-    return json.loads(lab.inventory.read_text())["all"]["vars"]
+def grow(lab: Lab, size: int, added: list[str]) -> list[str]:
+    """The hosts of this size, after adding what the lab lacks (names kept in `added`)."""
+    per = size // 3
+    for distro in ("deb11", "deb12", "deb13"):
+        have = sum(1 for h in lab.hosts if h.distro == distro and h.name.startswith(distro + "-"))
+        if have < per:
+            log(f"adding {per - have} {distro} hosts")
+            added += [h.name for h in lab.add_hosts([distro], per - have)]
+    return hosts_of_size([h.name for h in lab.hosts], size)
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def measure_size(fleet: Fleet, hosts: list[str], args, size: Size) -> None:
+    """Every run at one size, into `size` (which keeps what ran when an error stops it)."""
+    n = len(hosts)
+    fleet.ping(hosts)  # untimed: every host answers, and its SSH master is up
+    for i in range(args.first_runs):
+        log(f"{n} hosts: first run {i + 1}/{args.first_runs} (unprovisioning the hosts)")
+        fleet.unprovision(hosts)
+        size.add("ping", fleet.ping(hosts))
+        size.add("first", fleet.site(hosts, f"first run at {n} hosts", "every"))
+        log(f"{n} hosts: first run {size.runs['first'][-1].seconds:.1f} s")
+    tasks: dict[str, list[float]] = {}
+    for i in range(args.runs):
+        size.add("ping", fleet.ping(hosts))
+        size.add("noop", fleet.site(hosts, f"run with nothing to change at {n} hosts", "none",
+                                    tasks))
+        log(f"{n} hosts: nothing to change {i + 1}/{args.runs}: "
+            f"{size.runs['noop'][-1].seconds:.1f} s (ping {size.runs['ping'][-1].seconds:.1f} s)")
+    size.slowest = sorted(((name, median(v)) for name, v in tasks.items()),
+                          key=lambda item: -item[1])[:6]
+    for i in range(args.rotations):
+        fleet.rotate()
+        size.add("ping", fleet.ping(hosts))
+        size.add("rotation", fleet.site(hosts, f"token rotation at {n} hosts", "every"))
+        size.add("recheck", fleet.site(hosts, f"re-run after the rotation at {n} hosts", "none"))
+        log(f"{n} hosts: token rotated {size.runs['rotation'][-1].seconds:.1f} s, "
+            f"re-run {size.runs['recheck'][-1].seconds:.1f} s with changed=0")
+    size.complete = True
 
 
-def verdict(ratio: float, target: float) -> str:
-    return "met" if ratio <= target else "MISSED"
+def report(sizes: list[Size], header: list[str], footer: list[str]) -> list[str]:
+    lines = list(header) + [""]
+    for size in sizes:
+        lines += size_table(size)
+        if size.slowest:
+            lines.append("  slowest tasks, nothing to change (median s): " + "; ".join(
+                f"{name.split(' : ', 1)[-1][:60]} {seconds:.2f}"
+                for name, seconds in size.slowest))
+        lines.append("")
+    lines += ["Curve (medians; x ping: over ansible all -m ping on the same hosts, same run):"]
+    lines += curve(sizes)
+    lines += ["", "Targets:"] + [t.line() for t in targets(sizes)]
+    grown = growth_lines(sizes)
+    if grown:
+        lines += ["", "Per-host growth:"] + grown
+    return lines + [""] + footer
 
 
-def recap_changed(output: str) -> int:
-    total = 0
-    for line in output.splitlines():
-        if " : ok=" in line and "changed=" in line:
-            total += int(line.split("changed=")[1].split()[0])
-    return total
+def record(lines: list[str], path: Path = README) -> bool:
+    """Put the report between the fleet-bench markers of bench/README.md; False when the
+    markers are missing."""
+    text = path.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    block = BEGIN + "\n```\n" + "\n".join(lines).rstrip() + "\n```\n"
+    path.write_text(text[:start] + block + text[end:])
+    return True
 
 
-def bench(lab: Lab, runs: int, out=sys.stdout) -> None:
-    work = Path(tempfile.mkdtemp(prefix="pipfeed-fleet-"))
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help=f"fleet sizes, multiples of 3, growing (default {DEFAULT_SIZES})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: sizes {QUICK_SIZES}, one run of each kind")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs with nothing to change per size (default 3)")
+    parser.add_argument("--first-runs", type=int, default=1,
+                        help="first runs on fresh hosts per size (default 1)")
+    parser.add_argument("--rotations", type=int, default=1,
+                        help="token rotations per size, each with its re-run (default 1)")
+    parser.add_argument("--forks", type=int, default=None,
+                        help="Ansible's forks for ping and site.yml (default: ansible.cfg's)")
+    parser.add_argument("--lab", default=None, help="lab name (default: bring up 'fleet')")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the lab (and the hosts this script added) up")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not write the report into bench/README.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.runs, args.first_runs, args.rotations = QUICK_SIZES, 1, 1, 1
+    for name in ("runs", "first_runs", "rotations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    if args.forks is not None and args.forks < 1:
+        parser.error("--forks must be 1 or more")
     try:
-        fleet = Fleet(lab, work)
-        settings = inventory_vars(lab)
-        print(f"fleet benchmark: lab {lab.name}, {len(fleet.hosts)} hosts "
-              f"({', '.join(fleet.hosts)}), {runs} runs each, medians; "
-              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", file=out, flush=True)
+        args.size_list = parse_sizes(args.sizes)
+    except FleetError as error:
+        parser.error(str(error))
+    args.record = not args.no_record and args.sizes == DEFAULT_SIZES and not args.quick
+    return args
 
-        # (c) the controller step, first build against rebuild.
-        spec = {"requirements": settings["pipfeed_wheelhouse_requirements"], "constraints": "",
-                "cache_dir": str(fleet.cache), "index_url": settings["pipfeed_wheelhouse_index_url"],
-                "cert": settings["pipfeed_wheelhouse_controller_cert"], "host_path": WHEELHOUSE,
-                "platforms": fleet.platforms()}
-        netrc = work / "netrc"
-        host = settings["pipfeed_wheelhouse_index_url"].split("/")[2]
-        netrc.write_text(f"machine {host} login pipfeed password {lab.token}\n")
-        netrc.chmod(0o600)
-        first, again, requests = [], [], []
-        for _ in range(runs):
-            shutil.rmtree(fleet.cache, ignore_errors=True)
-            took, result = fleet.controller_step(spec, netrc)
-            first.append(took)
-            mark = lab.log_mark(lab.access_log)
-            took, result = fleet.controller_step(spec, netrc)
-            again.append(took)
-            requests.append(len(lab.read_log(lab.access_log, mark)))
-        files = sum(len(r["files"]) for r in result.values())
-        size = sum(e["size"] for r in result.values() for e in r["files"].values())
-        netrc.unlink()
 
-        # (b) first seeding against scp of the same bytes: what the role's action sends a host
-        # with no wheelhouse (its platform's files, after the bundle's one-line header), written
-        # once per platform for scp.
-        bundles = {}
-        for key, build in result.items():
-            send = [[name, entry["src"]] for name, entry in sorted(build["files"].items())]
-            bundle = work / f"{key}.bundle"
-            with open(bundle, "wb") as handle:
-                handle.writelines(HOST_ACTION.bundle(send))
-            bundles[key] = bundle
-        per_host = {}
-        for lab_host in lab.hosts:
-            abi = "cp" + lab_host.python.replace(".", "")
-            keys = [key for key in bundles if key.startswith(abi + "-")]
-            if len(keys) != 1:
-                raise BenchError(f"expected one platform for {abi}, found {keys}")
-            per_host[lab_host.name] = bundles[keys[0]]
-        sent = sum(p.stat().st_size for p in per_host.values())
-        seed, copy, loop, seed_tasks = [], [], [], {}
-        for _ in range(runs):
-            fleet.on_hosts("rm -rf /var/lib/pipfeed")
-            took, output = fleet.playbook("seeding playbooks/wheelhouse.yml", seed_tasks)
-            seed.append(took)
-            copy.append(fleet.scp_all(per_host, parallel=True))
-            loop.append(fleet.scp_all(per_host, parallel=False))
-        rerun, ping, changed, rerun_tasks = [], [], [], {}
-        for _ in range(runs):
-            took, output = fleet.playbook("re-run playbooks/wheelhouse.yml", rerun_tasks)
-            rerun.append(took)
-            changed.append(recap_changed(output))
-            ping.append(fleet.ping())
-        if any(changed):
-            raise BenchError(f"a re-run with nothing changed reported changed tasks: {changed}")
-
-        def report(label, name, value, base_name, base, target, extra=""):
-            ratio = value / base
-            print(f"{label} {name:<58} {value:7.2f} s\n"
-                  f"    baseline: {base_name:<48} {base:7.2f} s\n"
-                  f"    ratio {ratio:.2f}x (target <= {target:g}x): {verdict(ratio, target)}"
-                  f"{extra}", file=out, flush=True)
-
-        report("(a)", "re-run, nothing changed: ansible-playbook playbooks/wheelhouse.yml",
-               median(rerun), "ansible all -m ping", median(ping), TARGETS["a"],
-               "; changed=0 on every run")
-        report("(b)", "first seeding: ansible-playbook playbooks/wheelhouse.yml", median(seed),
-               f"scp of the same bytes ({sent / 1e6:.0f} MB), one host after another",
-               median(loop), TARGETS["b"])
-        report("   ", "(the same seeding)", median(seed),
-               "scp of the same bytes, all hosts at once", median(copy), TARGETS["b"])
-        report("(c)", "controller rebuild, unchanged inputs (plan, warm cache)", median(again),
-               f"first build (empty cache, {files} files, {size / 1e6:.0f} MB)", median(first),
-               TARGETS["c"], f"; feed requests during rebuilds: {requests}")
-        for label, times in (("re-run", rerun_tasks), ("seeding", seed_tasks)):
-            slowest = sorted(((median(v), k) for k, v in times.items()), reverse=True)[:6]
-            print(f"    {label}, slowest tasks (median s): "
-                  + "; ".join(f"{name} {value:.2f}" for value, name in slowest), file=out)
-        print("runs (s): " + json.dumps({
-            "a_rerun": [round(v, 2) for v in rerun], "a_ping": [round(v, 2) for v in ping],
-            "b_seed": [round(v, 2) for v in seed], "b_scp": [round(v, 2) for v in copy],
-            "b_scp_loop": [round(v, 2) for v in loop],
-            "c_rebuild": [round(v, 2) for v in again], "c_first": [round(v, 2) for v in first]}),
-            file=out, flush=True)
+def bench(lab: Lab, args, added: list[str]) -> int:
+    started = time.monotonic()
+    forks = args.forks or configured_forks()
+    work = Path(tempfile.mkdtemp(prefix="pipfeed-fleet-"))
+    sizes: list[Size] = []
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = [
+        f"pipfeed fleet benchmark, {stamp}",
+        f"revision: {revision()}",
+        f"machine at the start: {machine()}; other containers running: {other_containers(lab)}",
+        f"site.yml (playbooks/hosts.yml, then playbooks/wheelhouse.yml) on lab {lab.name!r}, "
+        f"forks {forks}{' (ansible.cfg)' if not args.forks else ' (--forks)'}; per size "
+        f"{args.first_runs} first run(s), {args.runs} with nothing to change, "
+        f"{args.rotations} rotation(s); medians",
+        "controller wheelhouse cache warm (a temporary one, filled by an untimed run first)"]
+    try:
+        fleet = Fleet(lab, work, args.forks)
+        for number, target in enumerate(args.size_list):
+            hosts = grow(lab, target, added)
+            if number == 0:
+                log(f"{len(hosts)} hosts: warming the controller's wheelhouse cache "
+                    "(site.yml, not timed)")
+                fleet.ping(hosts)
+                warm = fleet.site(hosts, "warm-up run", "any")
+                header.append(f"warm-up: site.yml at {len(hosts)} hosts with a cold cache "
+                              f"took {warm.seconds:.1f} s (not in the figures)")
+            sizes.append(Size(len(hosts), forks))
+            measure_size(fleet, hosts, args, sizes[-1])
+            for line in size_table(sizes[-1]):
+                print(line, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        footer = [f"machine at the end: {machine()}",
+                  f"fleet: {sum(s.complete for s in sizes)} of {len(args.size_list)} sizes in "
+                  f"{(time.monotonic() - started) / 60:.1f} min"]
+        if sizes and not sizes[-1].runs:
+            sizes.pop()
+        if sizes:
+            lines = report(sizes, header, footer)
+            print("\n" + "\n".join(lines), flush=True)
+            if args.record and all(s.complete for s in sizes) \
+                    and len(sizes) == len(args.size_list):
+                if record(lines):
+                    log(f"recorded in {README.relative_to(ROOT)}")
+                else:
+                    log(f"not recorded: {README.name} has no {BEGIN} ... {END} block")
+    return 0
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
-    parser.add_argument("--lab", default=None, help="lab name (default: bring up 'fleet')")
-    parser.add_argument("--keep", action="store_true", help="leave a lab this script made up")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     name = args.lab or "fleet"
     made = False
+    added: list[str] = []
     try:
         try:
             lab = Lab.load(name)
-            print(f"fleet: using the running lab {name!r}", file=sys.stderr)
+            log(f"using the running lab {name!r} ({len(lab.hosts)} hosts)")
         except LabError:
-            lab = Lab.up(name, count=2)
+            log(f"bringing up lab {name!r} (3 hosts; grown as the sizes need)")
+            lab = Lab.up(name, count=1)
             made = True
         try:
-            bench(lab, args.runs)
+            return bench(lab, args, added)
         finally:
             if made and not args.keep:
                 lab.down()
-    except (BenchError, LabError, subprocess.TimeoutExpired, OSError) as error:
+            elif added and not args.keep:
+                log(f"removing the {len(added)} hosts this run added to {name!r}")
+                for host in added:
+                    lab.remove_host(host)
+    except (FleetError, LabError, subprocess.TimeoutExpired, OSError) as error:
         print(f"fleet: error: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -210,3 +210,174 @@ def test_quick_is_one_run_of_everything_and_runs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--runs", "0"])
     assert "--runs and --slow-runs must be 1 or more" in capsys.readouterr().err
+
+
+# ----- the fleet benchmark (bench/fleet_figures.py, bench/fleet.py) ------------------------------
+
+from bench import fleet_figures as fleetfig  # noqa: E402
+from bench.fleet_figures import FleetError, Run, Size  # noqa: E402
+
+RECAP = """\
+TASK [pipfeed.feed.pipfeed_config : Show the host's platform] ***
+ok: [deb11-1] => (item=x)
+
+PLAY RECAP *********************************************************************
+deb11-1                    : ok=38   changed=5    unreachable=0    failed=0    skipped=6    rescued=0    ignored=0
+deb12-1                    : ok=36   changed=5    unreachable=0    failed=0    skipped=6    rescued=0    ignored=0
+deb13-1                    : ok=36   changed=4    unreachable=0    failed=0    skipped=6    rescued=0    ignored=0
+"""
+
+
+def test_recap_is_read_per_host_from_the_last_recap_only():
+    earlier = "PLAY RECAP ***\nold-1 : ok=1 changed=1 unreachable=0 failed=0 skipped=0\n\n"
+    stats = fleetfig.parse_recap(earlier + RECAP)
+    assert sorted(stats) == ["deb11-1", "deb12-1", "deb13-1"]
+    assert stats["deb11-1"] == {"ok": 38, "changed": 5, "unreachable": 0, "failed": 0,
+                                "skipped": 6, "rescued": 0, "ignored": 0}
+    with pytest.raises(FleetError, match="no PLAY RECAP"):
+        fleetfig.parse_recap("fatal: [deb11-1]: UNREACHABLE!\n")
+
+
+def test_recap_check_wants_every_host_none_failed_and_the_changes_due():
+    stats = fleetfig.parse_recap(RECAP)
+    hosts = ["deb11-1", "deb12-1", "deb13-1"]
+    fleetfig.check_recap(stats, hosts, "every", "first run")
+    fleetfig.check_recap(stats, hosts, "any", "warm-up")
+    with pytest.raises(FleetError, match=r"first run: expected changed=0 on every host; "
+                                         r"changed on \['deb11-1', 'deb12-1', 'deb13-1'\]"):
+        fleetfig.check_recap(stats, hosts, "none", "first run")
+    with pytest.raises(FleetError, match=r"missing \['deb11-2'\], extra \[\]"):
+        fleetfig.check_recap(stats, hosts + ["deb11-2"], "every", "first run")
+    stats["deb12-1"]["changed"] = 0
+    with pytest.raises(FleetError, match=r"rotation: expected a change on every host; none on "
+                                         r"\['deb12-1'\]"):
+        fleetfig.check_recap(stats, hosts, "every", "rotation")
+    stats["deb13-1"]["unreachable"] = 1
+    with pytest.raises(FleetError, match=r"failed or unreachable hosts: \['deb13-1'\]"):
+        fleetfig.check_recap(stats, hosts, "any", "rotation")
+
+
+def test_tasks_per_host_show_a_range_where_hosts_differ():
+    assert fleetfig.tasks_per_host(fleetfig.parse_recap(RECAP)) == "36-38/4-5/6"
+    assert fleetfig.span([]) == "-"
+
+
+def test_a_size_takes_the_first_hosts_of_each_debian_by_number():
+    names = [f"deb{d}-{i}" for d in (11, 12, 13) for i in (1, 2, 10, 3)] + ["deb12ci-1"]
+    assert fleetfig.hosts_of_size(names, 6) == ["deb11-1", "deb11-2", "deb12-1", "deb12-2",
+                                                "deb13-1", "deb13-2"]
+    assert fleetfig.hosts_of_size(names, 12)[:4] == ["deb11-1", "deb11-2", "deb11-3", "deb11-10"]
+    with pytest.raises(FleetError, match="15 hosts need 5 deb11 hosts; the lab has 4"):
+        fleetfig.hosts_of_size(names, 15)
+    with pytest.raises(FleetError, match="multiple of 3"):
+        fleetfig.hosts_of_size(names, 4)
+
+
+def test_sizes_are_multiples_of_three_that_grow():
+    assert fleetfig.parse_sizes("3,12,24,48") == [3, 12, 24, 48]
+    for bad, message in (("3,4", "not a multiple of 3"), ("12,3", "must grow"),
+                         ("3,3", "must grow"), ("", "names no size"), ("3,x", "numbers")):
+        with pytest.raises(FleetError, match=message):
+            fleetfig.parse_sizes(bad)
+
+
+def test_waves_of_workers():
+    assert [fleetfig.waves(n, 25) for n in (3, 24, 25, 26, 48)] == [1, 1, 1, 2, 2]
+
+
+def size(hosts: int, ping: list[float], noop: list[float], first: float | None = None,
+         cpu_per_host: float = 2.0) -> Size:
+    made = Size(hosts, 25, complete=True)
+    stats = {f"h{i}": {"ok": 31, "changed": 0, "skipped": 9} for i in range(hosts)}
+    for seconds in ping:
+        made.add("ping", Run(seconds, 0.1 * hosts))
+    for seconds in noop:
+        made.add("noop", Run(seconds, cpu_per_host * hosts, stats))
+    if first is not None:
+        made.add("first", Run(first, 3.0 * hosts, stats))
+    return made
+
+
+def test_size_medians_ratios_and_per_host_figures():
+    made = size(12, [3.0, 2.0, 4.0], [20.0, 18.0, 30.0], first=40.0)
+    assert made.seconds("noop") == 20.0 and made.ratio("noop") == 20.0 / 3.0
+    assert made.cpu_per_host("noop") == pytest.approx(2.0)
+    assert made.wall_per_host("noop") == pytest.approx(20.0 / 12)
+    assert made.ratio("rotation") is None
+    lines = fleetfig.size_table(made)
+    assert lines[0] == "12 hosts (4 per Debian), forks 25 (1 wave of workers per task)"
+    noop = next(line for line in lines if "nothing to change" in line)
+    assert noop.split()[4:8] == ["20.00s", "6.67x", "24.00", "2.000s"]
+    assert noop.split()[8] == "31/0/9" and noop.endswith("20.0, 18.0, 30.0")
+    assert not any("token rotated" in line for line in lines)
+    with pytest.raises(FleetError):
+        fleetfig.median([])
+    made.complete = False
+    assert fleetfig.size_table(made)[0].endswith(": INCOMPLETE, an error stopped its runs")
+
+
+def test_a_failed_run_is_shown_by_its_task_and_first_error():
+    output = ("TASK [pipfeed.feed.pipfeed_config : Check the host] ***\nok: [deb11-1]\n\n"
+              "TASK [pipfeed.feed.pipfeed_credential_helper : Install the helper] ***\n"
+              "[ERROR]: Task failed: argument of type 'NoneType' is not iterable\n"
+              "Origin: install.yml:5:3\n"
+              "fatal: [deb11-1]: FAILED! => \n    msg: boom\n"
+              "fatal: [deb12-1]: FAILED! => \n    msg: boom\n" + RECAP)
+    excerpt = fleetfig.failure_excerpt(output, lines=3).splitlines()
+    assert excerpt == ["TASK [pipfeed.feed.pipfeed_credential_helper : Install the helper] ***",
+                       "[ERROR]: Task failed: argument of type 'NoneType' is not iterable",
+                       "Origin: install.yml:5:3", "fatal: [deb11-1]: FAILED! => ",
+                       "(2 failed host results)"]
+    assert fleetfig.failure_excerpt("a\nb\nc\n", lines=2) == "b\nc"
+
+
+def test_targets_are_judged_at_24_hosts_and_growth_from_12_to_48():
+    sizes = [size(12, [3.0], [18.0], first=30.0, cpu_per_host=1.0),
+             size(24, [4.0], [16.0], first=40.0, cpu_per_host=1.2),
+             size(48, [6.0], [60.0], first=100.0, cpu_per_host=1.4)]
+    lines = [t.line() for t in fleetfig.targets(sizes)]
+    assert lines[0] == ("  nothing to change at 24 hosts, x ping on the same hosts: 4.00x, "
+                        "target <= 4x  ->  met")
+    assert lines[1].endswith("10.00x, target <= 8x  ->  MISSED")
+    assert lines[2] == ("  controller CPU per host, nothing to change, at 24 hosts: 1.20 s "
+                        "(at 12, 24, 48 hosts: 1.00, 1.20, 1.40 s), target <= 1.5 s  ->  met")
+    assert lines[3].endswith("48 hosts over 12: 1.40x, target <= 1.3x  ->  MISSED")
+    # Wall per host: 60/48 over 18/12.
+    assert lines[4].endswith(f"{(60 / 48) / (18 / 12):.2f}x, target <= 1.3x  ->  met")
+    growth = "\n".join(fleetfig.growth_lines(sizes))
+    assert "nothing to change" in growth and "CPU 1.40x, wall 0.83x" in growth
+    assert "token rotated" not in growth
+
+
+def test_targets_of_sizes_not_run_say_so():
+    lines = [t.line() for t in fleetfig.targets([size(3, [1.0], [5.0]), size(12, [2.0], [9.0])])]
+    assert lines[0].endswith("not measured (size not run)")
+    assert lines[2].endswith("not measured (size not run; at 3, 12 hosts: 2.00, 2.00 s)")
+    assert lines[3].endswith("not measured (size not run)")
+
+
+def test_curve_has_a_line_per_size_with_ratios_to_ping():
+    lines = fleetfig.curve([size(3, [2.0], [8.0], first=16.0), size(12, [3.0], [18.0])])
+    assert lines[0].split()[:3] == ["hosts", "ping", "first"]
+    assert lines[1].split()[:6] == ["3", "2.00s", "16.0s", "(", "8.0x)", "8.0s"]
+    assert lines[2].split()[:4] == ["12", "3.00s", "-", "18.0s"]
+
+
+def test_fleet_options_quick_and_recording(tmp_path):
+    from bench.fleet import parse_args, record
+    args = parse_args([])
+    assert (args.size_list, args.runs, args.first_runs, args.rotations) == ([3, 12, 24, 48], 3, 1, 1)
+    assert args.record
+    quick = parse_args(["--quick"])
+    assert (quick.size_list, quick.runs, quick.record) == ([3, 12], 1, False)
+    assert not parse_args(["--sizes", "3,12"]).record
+    assert not parse_args(["--no-record"]).record
+    with pytest.raises(SystemExit):
+        parse_args(["--sizes", "3,5"])
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- fleet-bench:begin -->\nold\n<!-- fleet-bench:end -->\nafter\n")
+    assert record(["line 1", "line 2"], readme)
+    assert readme.read_text() == ("# x\n<!-- fleet-bench:begin -->\n```\nline 1\nline 2\n```\n"
+                                  "<!-- fleet-bench:end -->\nafter\n")
+    readme.write_text("no markers\n")
+    assert not record(["x"], readme)
