@@ -320,7 +320,7 @@ def bench(lab: Lab, args, added: list[str]) -> int:
         f"pipfeed fleet benchmark, {stamp}",
         f"revision: {revision()}",
         f"machine at the start: {machine()}; other containers running: {other_containers(lab)}",
-        f"site.yml (playbooks/hosts.yml, then playbooks/wheelhouse.yml) on lab {lab.name!r}, "
+        f"site.yml (playbooks/hosts.yml, one play) on lab {lab.name!r}, "
         f"forks {forks}{' (ansible.cfg)' if not args.forks else ' (--forks)'}; per size "
         f"{args.first_runs} first run(s), {args.runs} with nothing to change, "
         f"{args.rotations} rotation(s); medians",

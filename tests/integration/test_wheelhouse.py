@@ -102,7 +102,7 @@ def play(lab, workdir: Path, requirements: Path, check: bool = False, env: dict 
         "pipfeed_wheelhouse_controller_cert": str(lab.ca_file),
         **settings,
     }
-    return run_playbooks(lab, workdir, ["playbooks/hosts.yml", "playbooks/wheelhouse.yml"],
+    return run_playbooks(lab, workdir, ["playbooks/hosts.yml"],
                          variables, *(["--check"] if check else []), *args, env=env,
                          timeout=600)
 
