@@ -35,7 +35,7 @@ REPAIRS = {
     "pipfeed_wheelhouse_sync": "/var/lib/pipfeed/wheelhouse/requirements.txt",
 }
 SAYS = {
-    "report": "TASK [pipfeed.feed.pipfeed_config : Show the host's platform]",
+    "report": "TASK [pipfeed.feed.pipfeed_config : Check the host before anything changes, and show its platform]",
     "pipfeed_config_preflight": "TASK [pipfeed.feed.pipfeed_config : Read the host's pip configuration",
     "pipfeed_config_verify": "pip reads /etc/pip.conf",
     "pipfeed_credential_helper_preflight": "TASK [pipfeed.feed.pipfeed_credential_helper : Read the helper's files",

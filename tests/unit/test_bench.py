@@ -218,7 +218,7 @@ from bench import fleet_figures as fleetfig  # noqa: E402
 from bench.fleet_figures import FleetError, Run, Size  # noqa: E402
 
 RECAP = """\
-TASK [pipfeed.feed.pipfeed_config : Show the host's platform] ***
+TASK [pipfeed.feed.pipfeed_config : Check the host before anything changes, and show its platform] ***
 ok: [deb11-1] => (item=x)
 
 PLAY RECAP *********************************************************************
