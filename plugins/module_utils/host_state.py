@@ -103,6 +103,7 @@ print(json.dumps({"executable": sys.executable, "version": platform.python_versi
                   "libc": list(platform.libc_ver()), "machine": platform.machine()}))
 """
 
+
 class ApplyError(Exception):
     """An item could not be applied; the message names it, ``done`` lists the items (by
     index) that were applied before it."""

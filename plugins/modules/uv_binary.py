@@ -138,7 +138,7 @@ binaries:
         uv: {path: /root/.cache/pipfeed/uv/0.13.9/glibc2.36-x86_64/uv, sha256: "..."}
         uvx: {path: /root/.cache/pipfeed/uv/0.13.9/glibc2.36-x86_64/uvx, sha256: "..."}
 error:
-  description: What went wrong (never the token), as in RV(msg).
+  description: What went wrong (never the token), the same as the failure's message; under no_log a later task can show it.
   returned: failure
   type: str
 """

@@ -105,8 +105,8 @@ def target_tags(platform: dict) -> list[str]:
     if abi3:
         for older in range(minor - 1, 1, -1):
             tags += [f"cp{major}{older}-abi3-{plat}" for plat in platforms]
-    pythons = [f"py{major}{minor}", f"py{major}"] + [f"py{major}{older}"
-                                                      for older in range(minor - 1, -1, -1)]
+    pythons = [f"py{major}{minor}", f"py{major}"]
+    pythons += [f"py{major}{older}" for older in range(minor - 1, -1, -1)]
     for python in pythons:
         tags += [f"{python}-none-{plat}" for plat in platforms]
     tags.append(f"{interpreter}-none-any")
