@@ -91,34 +91,21 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.host
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
   become:
-    support: full
     details: The requests are made as the user the program runs as; they need no privilege.
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - It only reads, and the action asks the feeds in check mode as in a normal run, so that
         a check run finds a token the feed refuses. C(check_mode=false) on the task is not
         needed.
-  connection:
-    support: full
-  delegation:
-    support: full
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: posix
 notes:
   - The result always reports C(changed) as V(false).
 seealso:

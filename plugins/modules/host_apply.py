@@ -147,28 +147,17 @@ options:
     type: str
     default: The change was not made; what was there stays
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.host
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: full
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - In check mode nothing is sent to the host; the result's C(changed), RV(changes) and
         RV(diff) say what a normal run would do. Without a complete O(current) the action
         still reads the host (read-only) to decide.
-  connection:
-    support: full
-  delegation:
-    support: full
   diff_mode:
     support: full
     details:
@@ -176,8 +165,6 @@ attributes:
         binary file as one line); a secret file, a directory, a link, an absent path, a group or
         a diversion shows one line of state before and after.
   platform:
-    support: full
-    platforms: posix
     details: Group items need C(groupadd) and C(usermod), divert items C(dpkg-divert) (Debian and Ubuntu).
 notes:
   - O(fail_msg) is used for a failure of the change only. When the action's own probe fails,

@@ -131,34 +131,21 @@ options:
         variable at it.
     type: str
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.host
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
   become:
-    support: full
     details: Reading root-only files (token files, C(/etc/pipfeed)) needs C(become).
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - The probe only reads, and the action runs it in check mode as in a normal run, so that
         a check run decides from the host's real state. C(check_mode=false) on the task is not
         needed.
-  connection:
-    support: full
-  delegation:
-    support: full
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: posix
 notes:
   - The result always reports C(changed) as V(false).
   - O(spec.http) makes requests from the host to the URLs given; nothing on the host changes.

@@ -78,33 +78,19 @@ options:
     type: int
     default: 134217728
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.host
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: full
-  bypass_host_loop:
-    support: none
   check_mode:
     support: none
     details:
       - In check mode the action runs nothing and returns C(skipped), unless the task sets
         C(check_mode=false). Set that only for the programs' read-only commands (C(probe),
         C(plan), C(venv-plan)); the action cannot tell which commands change the host.
-  connection:
-    support: full
-  delegation:
-    support: full
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: posix
 notes:
   - The result reports C(changed) as V(true) whenever the program ran; a read-only command
     needs C(changed_when).

@@ -61,38 +61,19 @@ options:
         Artifacts), as the C(pipfeed.feed.token) lookup returns it. The task must be C(no_log).
     type: str
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.controller
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: none
-    details: It runs in the controller's Ansible process, as the user running Ansible.
-  bypass_host_loop:
-    support: none
-    details: It runs once per host like any task; the role sets C(run_once).
   check_mode:
     support: partial
     details:
       - In check mode V(upload) sends nothing and reports that it would upload (changed).
       - V(build) runs in check mode too, writing the wheel on the controller only (the user-data
         that check mode renders pins its hash). It never contacts a host.
-  connection:
-    support: none
-    details: It never contacts the host; no connection is made for it.
-  delegation:
-    support: none
-    details: It always runs on the controller; C(delegate_to) changes nothing but the variables.
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: all
-    details: It runs on the controller, whatever the target's platform.
 notes:
   - V(build) always reports C(changed) as V(false), also when it writes a new wheel.
     V(upload) reports V(true) when the feed took the file.

@@ -119,20 +119,11 @@ options:
     type: str
     default: ''
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.controller
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: none
-    details: It runs in the controller's Ansible process, as the user running Ansible.
-  bypass_host_loop:
-    support: none
-    details: It runs once per host like any task; the role sets C(run_once).
   check_mode:
     support: partial
     details:
@@ -141,17 +132,9 @@ attributes:
       - V(check) only reads. V(run) downloads into the controller's cache and uploads to the
         feed unless O(spec.dry_run) is true, in check mode too; the publish role sets
         O(spec.dry_run) in check mode.
-  connection:
-    support: none
-    details: It never contacts the host; no connection is made for it.
-  delegation:
-    support: none
-    details: It always runs on the controller; C(delegate_to) changes nothing but the variables.
   diff_mode:
     support: none
   platform:
-    support: full
-    platforms: all
     details:
       - It runs on the controller, whatever the target's platform. V(run) needs twine in the
         controller's Python to upload.

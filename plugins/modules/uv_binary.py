@@ -68,36 +68,19 @@ options:
     type: str
     required: true
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.controller
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: none
-    details: It runs in the controller's Ansible process, as the user running Ansible.
-  bypass_host_loop:
-    support: none
-    details: It runs once per host like any task; the role sets C(run_once).
   check_mode:
     support: partial
     details:
       - The action does not look at check mode; it only fills the controller's cache and never
         contacts a host. It reports C(changed) as V(false).
-  connection:
-    support: none
-    details: It never contacts the host; no connection is made for it.
-  delegation:
-    support: none
-    details: It always runs on the controller; C(delegate_to) changes nothing but the variables.
   diff_mode:
     support: none
   platform:
-    support: full
-    platforms: all
     details:
       - It runs on the controller; the binaries' target platforms are O(platforms).
 seealso:

@@ -124,20 +124,11 @@ options:
     type: str
     default: pipfeed
 extends_documentation_fragment:
+  - pipfeed.feed.attributes.controller
   - action_common_attributes
   - action_common_attributes.conn
   - action_common_attributes.flow
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  become:
-    support: none
-    details: It runs in the controller's Ansible process, as the user running Ansible.
-  bypass_host_loop:
-    support: none
-    details: It runs once per host like any task; the role sets C(run_once).
   check_mode:
     support: partial
     details:
@@ -146,12 +137,6 @@ attributes:
       - V(check) only reads (it may refresh the cache's record of the files it verified).
         V(build) downloads into the controller's cache, in check mode too. Both report
         C(changed) as V(false).
-  connection:
-    support: none
-    details: It never contacts the host; no connection is made for it.
-  delegation:
-    support: none
-    details: It always runs on the controller; C(delegate_to) changes nothing but the variables.
   diff_mode:
     support: none
   platform:
