@@ -30,7 +30,6 @@ in, a result out; ``run`` the error function's message, with the token scrubbed)
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import re
@@ -44,20 +43,20 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils import wheelhouse_build as wheelhouse
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.wheel_choice import parse_simple_page
 
 # Settings a controller's environment may carry that must not steer this run: the role says
 # which index, which CA and which credentials.
 INHERITED = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NETRC")
 MAX_ROUNDS = 30
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
 
 
 class PublishError(Exception):
@@ -368,11 +367,7 @@ class Feed:
             reason = getattr(error, "reason", error)
             raise PublishError(f"feed {self.name} did not answer at {url} ({reason}). Check "
                                "pipfeed_publish_index_url and pipfeed_publish_cert")
-        names = set()
-        for _, href in HREF.findall(body):
-            path = urlsplit(html.unescape(href)).path
-            names.add(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
-        return names
+        return {item.filename for item in parse_simple_page(body, url)}
 
 
 def read_feed(feed: Feed, projects: list[str]) -> dict[str, set[str]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import os
 import re
@@ -31,7 +30,8 @@ import urllib.parse
 import urllib.request
 import zipfile
 
-HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.wheel_choice import parse_simple_page
+
 MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(.+)$")
 LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 PROGRAMS = ("uv", "uvx")
@@ -127,15 +127,9 @@ def index_files(index_url: str, token: str, username: str, cert: str) -> list:
     """uv's files on the index: [{filename, url, sha256}]."""
     page_url = index_url.rstrip("/") + "/uv/"
     with _open(page_url, token, username, cert) as answer:
-        page = answer.read().decode("utf-8", "replace")
-    files = []
-    for _, href in HREF.findall(page):
-        href = html.unescape(href)
-        url, _, fragment = urllib.parse.urljoin(page_url, href).partition("#")
-        filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
-        digest = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else ""
-        files.append({"filename": filename, "url": url, "sha256": digest})
-    return files
+        page = answer.read().decode(answer.headers.get_content_charset() or "utf-8", "replace")
+        return [{"filename": item.filename, "url": item.url, "sha256": item.sha256}
+                for item in parse_simple_page(page, answer.geturl())]
 
 
 def fetch(spec: dict, token: str) -> dict:
