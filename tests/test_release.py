@@ -36,19 +36,9 @@ def _run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
-def build(dest: Path) -> Path:
-    """The collection's tarball, built as `make dist` builds it, into dest; its path."""
-    result = _run(str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT),
-                  "--output-path", str(dest))
-    assert result.returncode == 0, result.stdout + result.stderr
-    tarballs = list(dest.glob("pipfeed-feed-*.tar.gz"))
-    assert [t.name for t in tarballs] == [f"pipfeed-feed-{GALAXY['version']}.tar.gz"], tarballs
-    return tarballs[0]
-
-
 @pytest.fixture(scope="module")
-def tarball(tmp_path_factory) -> tarfile.TarFile:
-    with tarfile.open(build(tmp_path_factory.mktemp("dist"))) as archive:
+def tarball(release_tarball) -> tarfile.TarFile:
+    with tarfile.open(release_tarball) as archive:
         yield archive
 
 

@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from tests.integration.support import BIN, ROOT, recap, unprovision
+from tests.integration.support import BIN, recap, unprovision
 
 pytestmark = pytest.mark.integration
 HOSTS = ("deb11-1", "deb12-1", "deb13-1")
@@ -72,13 +72,11 @@ def run(cmd: list[str], cwd, env, timeout: float = 600) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def installed(project):
-    """The tarball, built as `make dist` builds it, installed with no network."""
+def installed(project, release_tarball):
+    """The release tarball (tests/conftest.py builds it as `make dist` does), installed with
+    no network."""
     project_dir, collections, env = project
-    dist = project_dir.parent / "dist"
-    run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path",
-         str(dist)], ROOT, dict(env, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
-    tarball, = dist.glob("pipfeed-feed-*.tar.gz")
+    tarball = release_tarball
     result = run([str(BIN / "ansible-galaxy"), "collection", "install", "--offline",
                   str(tarball), "-p", str(collections)], project_dir, env)
     with tarfile.open(tarball) as archive:

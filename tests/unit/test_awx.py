@@ -81,26 +81,14 @@ def offline(*cmd: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    """The release tarball, built here as `make dist` builds it."""
-    out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path",
-                             str(out), str(ROOT)], capture_output=True, text=True, timeout=300,
-                            cwd=out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    tarball = out / TARBALL
-    assert tarball.is_file(), result.stdout
-    return tarball
-
-
-@pytest.fixture(scope="module")
-def context(release, tmp_path_factory) -> Path:
+def context(release_tarball, tmp_path_factory) -> Path:
     """`ansible-builder create` on a copy of the definition whose tarball is the one built here."""
     work = tmp_path_factory.mktemp("ee")
     definition = yaml.safe_load(DEFINITION.read_text())
     (entry,) = definition["additional_build_files"]
     assert entry["src"] == f"dist/{TARBALL}"
-    entry["src"] = str(release)
+    assert release_tarball.name == TARBALL
+    entry["src"] = str(release_tarball)
     (work / "execution-environment.yml").write_text(yaml.safe_dump(definition, sort_keys=False))
     result = offline(str(BIN / "ansible-builder"), "create", "--file", "execution-environment.yml",
                      "--context", "context", "--output-filename", "Containerfile", cwd=work)
@@ -134,7 +122,7 @@ def test_the_definition_pins_the_controllers_ansible_core_and_the_release():
     assert "docker.io" not in definition["images"]["base_image"]["name"]
 
 
-def test_builder_create_makes_a_context_that_installs_the_release_tarball(context, release):
+def test_builder_create_makes_a_context_that_installs_the_release_tarball(context, release_tarball):
     containerfile = (context / "Containerfile").read_text()
     controller = requirement_lines(ROOT / "requirements" / "controller.txt")
     refs = re.search(r'^ARG ANSIBLE_INSTALL_REFS="([^"]*)"$', containerfile, re.M).group(1).split()
@@ -148,7 +136,7 @@ def test_builder_create_makes_a_context_that_installs_the_release_tarball(contex
     build = context / "_build"
     assert yaml.safe_load((build / "requirements.yml").read_text()) == {
         "collections": [{"name": f"collections/{TARBALL}", "type": "file"}]}
-    assert (build / "collections" / TARBALL).read_bytes() == release.read_bytes()
+    assert (build / "collections" / TARBALL).read_bytes() == release_tarball.read_bytes()
     # The definition adds no Python requirement file of its own.
     assert not (build / "requirements.txt").exists()
 

@@ -266,17 +266,6 @@ def run_step(step: dict, cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    """The release tarball, built here as `make dist` builds it."""
-    out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path",
-                             str(out), str(ROOT)], capture_output=True, text=True, timeout=300,
-                            cwd=out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out / f"pipfeed-feed-{VERSION}.tar.gz"
-
-
 @pytest.fixture()
 def install_steps() -> dict[str, dict]:
     steps = steps_of(load(GITHUB))
@@ -285,14 +274,14 @@ def install_steps() -> dict[str, dict]:
 
 
 def test_the_install_steps_put_the_pinned_release_in_the_jobs_collections_path(
-        release, install_steps, tmp_path):
+        release_tarball, install_steps, tmp_path):
     work, collections = tmp_path / "release", tmp_path / "collections"
-    sha256 = hashlib.sha256(release.read_bytes()).hexdigest()
+    sha256 = hashlib.sha256(release_tarball.read_bytes()).hexdigest()
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    shutil.copy(release, checkout / release.name)
+    shutil.copy(release_tarball, checkout / release_tarball.name)
     result = run_step(install_steps["check"], checkout, PIPFEED_WORK=str(work),
-                      PIPFEED_COLLECTION_VERSION=VERSION, PIPFEED_COLLECTION_TARBALL=release.name,
+                      PIPFEED_COLLECTION_VERSION=VERSION, PIPFEED_COLLECTION_TARBALL=release_tarball.name,
                       PIPFEED_COLLECTION_SHA256=sha256.upper())
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"pipfeed.feed {VERSION}" in result.stdout and sha256 in result.stdout
@@ -318,8 +307,8 @@ def test_the_install_steps_put_the_pinned_release_in_the_jobs_collections_path(
     ("not-a-tarball", "is not a release tarball of pipfeed.feed"),
 ])
 def test_the_release_check_refuses_what_is_not_the_pinned_release_naming_the_input(
-        case, message, release, install_steps, tmp_path):
-    tarball, version, sha256 = str(release), VERSION, ""
+        case, message, release_tarball, install_steps, tmp_path):
+    tarball, version, sha256 = str(release_tarball), VERSION, ""
     if case == "empty":
         tarball = ""
     elif case == "missing":
