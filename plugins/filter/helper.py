@@ -6,8 +6,13 @@ from a host, and what it decides from that. Only helper_token_items sees a token
 it in no_log tasks only."""
 from __future__ import annotations
 
-from ansible_collections.pipfeed.feed.plugins.plugin_utils.helper_plan import (
-    feed_check_message, plan, probe_spec, token_items)
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.lazy import lazy
+
+# Imported when a filter first runs (plugin_utils/lazy.py says why).
+feed_check_message = lazy("helper_plan", "feed_check_message")
+plan = lazy("helper_plan", "plan")
+probe_spec = lazy("helper_plan", "probe_spec")
+token_items = lazy("helper_plan", "token_items")
 
 
 def helper_probe_spec(feeds, users, group, python, pythons=None):

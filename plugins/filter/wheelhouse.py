@@ -17,8 +17,15 @@ on every host, at every switch of controller.
 """
 from __future__ import annotations
 
-from ansible_collections.pipfeed.feed.plugins.plugin_utils.wheel_choice import (
-    ChoiceError, parse_wheel_name, same_version, target_tags)
+import importlib
+
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.lazy import PACKAGE, lazy
+
+# The wheel rules (and packaging) are imported when a filter first runs (plugin_utils/lazy.py
+# says why).
+parse_wheel_name = lazy("wheel_choice", "parse_wheel_name")
+same_version = lazy("wheel_choice", "same_version")
+target_tags = lazy("wheel_choice", "target_tags")
 
 MANIFEST = "manifest.json"
 REQUIREMENTS = "requirements.txt"
@@ -78,7 +85,7 @@ def host_answer_problem(host: dict, build: dict, prune: bool = True) -> str:
             continue
         try:
             wheel = parse_wheel_name(name)
-        except ChoiceError:
+        except importlib.import_module(f"{PACKAGE}.wheel_choice").ChoiceError:
             return f"{name} is no wheel"
         pin = pins.get(wheel.project)
         if pin is None or not same_version(wheel.version, pin["version"]):

@@ -148,7 +148,7 @@ def rendered(tmp_path_factory) -> Path:
     play_vars = {**common_defaults, **helper_defaults, **config_defaults}
     play_vars.update(pipfeed_feeds=feeds, pipfeed_credential_helper=True, pipfeed_mode="primary",
                      python_feed_token=TOKENS["python-feed"], __out=str(out),
-                     __pipfeed_config_kept=[], __pipfeed_config_probe=fake_probe(),
+                     __pipfeed_config_probe=fake_probe(),
                      # The decision helper_plan makes where netrc is on, with a group.
                      __plan={"netrc": True, "token_owner": {"group": "pipfeed", "file": "0640"}})
     play = [{
@@ -168,12 +168,12 @@ def rendered(tmp_path_factory) -> Path:
                            "__pipfeed_credential_helper_tokens, __plan, pipfeed_username)"
                            " | selectattr('path', 'equalto', '/etc/pipfeed/netrc') | first).content }}",
                 "dest": "{{ __out }}/netrc", "mode": "0600"}},
-            {"name": "pip.conf", "ansible.builtin.template": {
-                "src": str(PIP_CONFIG / "templates" / "pip.conf.j2"),
-                "dest": "{{ __out }}/pip.conf", "mode": "0644"}},
-            {"name": "uv.toml", "ansible.builtin.template": {
-                "src": str(PIP_CONFIG / "templates" / "uv.toml.j2"),
-                "dest": "{{ __out }}/uv.toml", "mode": "0644"}},
+            # pipfeed_config's files, as its configure step hands them to host_apply.
+            *({"name": name, "ansible.builtin.copy": {
+                "content": "{{ (__pipfeed_config_items | selectattr('path', 'equalto', '%s')"
+                           " | first).content }}" % path,
+                "dest": "{{ __out }}/" + name, "mode": "0644"}}
+              for name, path in (("pip.conf", "/etc/pip.conf"), ("uv.toml", "/etc/uv/uv.toml"))),
         ]}]
     playbook = out / "render.yml"
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))

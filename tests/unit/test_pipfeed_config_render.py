@@ -1,5 +1,5 @@
-"""The pipfeed_config role's templates, rendered by Ansible itself across the modes and settings,
-then read back by pip's own configuration reader and by uv (0.13.9, from the lab's package
+"""The pipfeed_config role's files (the content its configure step hands to host_apply),
+rendered by Ansible itself across the modes and settings, then read back by pip's own configuration reader and by uv (0.13.9, from the lab's package
 cache). Nothing here touches this machine's pip configuration: every file goes to tmp_path,
 and pip runs with PIP_CONFIG_FILE pointing at the rendered file."""
 from __future__ import annotations
@@ -92,7 +92,8 @@ def _controller_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, Path]:
-    """Render every case with ansible.builtin.template (localhost, into tmp only) in one run."""
+    """Render every case through the role's own variables (localhost, into tmp only), in one
+    run."""
     base = tmp_path_factory.mktemp("pipfeed_config")
     defaults = {**yaml.safe_load((COMMON / "defaults" / "main.yml").read_text()),
                 **yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())}
@@ -102,28 +103,22 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
         out.mkdir()
         play_vars = dict(defaults, **variables)
         play_vars.update({
-            "__case_out": str(out), "__case_existing": existing,
+            "__case_out": str(out),
             # What the role's probe reports of the host (paths in the order of its spec).
             "__pipfeed_config_probe": {"probe": {"paths": [
-                {"type": "missing"}, {"type": "missing"}, {"type": "missing"},
+                {"type": "file", "content": existing} if existing else {"type": "missing"},
+                {"type": "missing"}, {"type": "missing"},
                 {"type": "directory" if wheelhouse else "missing"}, {"type": "missing"}]}},
         })
         plays.append({
             "name": name, "hosts": "localhost", "gather_facts": False,
             "vars_files": [str(ROLE / "vars" / "main.yml")], "vars": play_vars,
-            "tasks": [
-                # The same filter call as tasks/preflight.yml "Keep the settings ...".
-                {"name": "Merge", "ansible.builtin.set_fact": {"__pipfeed_config_kept": (
-                    "{{ __case_existing | pipfeed.feed.pip_conf_kept_settings(__pipfeed_config_index_keys"
-                    " + (__pipfeed_config_global | map(attribute='0') | list),"
-                    " pipfeed_config_extra_settings, pipfeed_config_keep_existing) }}")}},
-                {"name": "pip.conf", "ansible.builtin.template": {
-                    "src": str(ROLE / "templates" / "pip.conf.j2"),
-                    "dest": "{{ __case_out }}/pip.conf", "mode": "0644"}},
-                {"name": "uv.toml", "ansible.builtin.template": {
-                    "src": str(ROLE / "templates" / "uv.toml.j2"),
-                    "dest": "{{ __case_out }}/uv.toml", "mode": "0644"}},
-            ]})
+            # The content tasks/configure.yml hands to host_apply.
+            "tasks": [{"name": name, "ansible.builtin.copy": {
+                "content": "{{ (__pipfeed_config_items | selectattr('path', 'equalto', '%s')"
+                           " | first).content }}" % path,
+                "dest": "{{ __case_out }}/" + name, "mode": "0644"}}
+                for name, path in (("pip.conf", "/etc/pip.conf"), ("uv.toml", "/etc/uv/uv.toml"))]})
     playbook = base / "render.yml"
     playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
     (base / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
