@@ -266,12 +266,18 @@ def http_state(check: dict) -> dict:
     return answer
 
 
-def probe(spec: dict) -> dict:
+def probe(spec: dict, pythons: dict | None = None) -> dict:
+    """What ``spec`` asks for; under ``also``, other specs read in the same call (each with
+    its own salt), a Python asked about once for all of them (``pythons``)."""
+    pythons = {} if pythons is None else pythons
     salt = secrets.token_bytes(32)
     result: dict = {"salt": salt.hex()}
     result["paths"] = [path_state(item, salt) for item in spec.get("paths", [])]
     if spec.get("pythons"):
-        result["pythons"] = {c: python_state(c) for c in spec["pythons"]}
+        for command in spec["pythons"]:
+            if command not in pythons:
+                pythons[command] = python_state(command)
+        result["pythons"] = {c: pythons[c] for c in spec["pythons"]}
     if spec.get("groups"):
         result["groups"] = {name: group_state(name) for name in spec["groups"]}
     if spec.get("users"):
@@ -293,6 +299,8 @@ def probe(spec: dict) -> dict:
         result["os"] = os_state()
     if spec.get("http"):
         result["http"] = [http_state(check) for check in spec["http"]]
+    if spec.get("also"):
+        result["also"] = {name: probe(other, pythons) for name, other in spec["also"].items()}
     return result
 
 

@@ -123,6 +123,21 @@ options:
           proxy:
             description: A proxy URL for http and https.
             type: str
+  also:
+    description:
+      - Other specs to read in the same call, by name, each as O(spec) is; the answers are in
+        RV(also), for later probes' O(read). A Python several specs ask about is run once.
+      - For plays that run several roles' checks one after the other (C(playbooks/hosts.yml)
+        reads each host once for pipfeed_config and the credential helper).
+    type: dict
+    default: {}
+  read:
+    description:
+      - A read an earlier probe made with O(also) (one entry of its RV(also)). When it answers
+        the same O(spec), it is the result and the host is not contacted; otherwise the host
+        is read.
+      - Nothing may change the host between the two tasks (the roles' checks only read).
+    type: dict
   fail_msg:
     description:
       - What the failure message says first when the host's Python cannot run the probe; the
@@ -178,6 +193,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+also:
+  description:
+    - For each name of O(also), C(spec_id) (the identity of the spec it answers) and C(probe)
+      (as RV(probe), for that spec). Give an entry to a later probe's O(read).
+  returned: when O(also) is given
+  type: dict
+read_before:
+  description: The result is O(read), and the host was not contacted.
+  returned: when O(read) answered the spec
+  type: bool
 probe:
   description:
     - The host's state, for M(pipfeed.feed.host_apply) and M(pipfeed.feed.feed_check) (their

@@ -350,21 +350,15 @@ def report(settings: dict, probe: dict, hostname: str) -> dict:
 
 def _checks(settings: dict, probe: dict) -> tuple:
     """How the new pip.conf and uv.toml are checked before they replace the old ones (None:
-    not at all). pip.conf: by the host's pip where it has one, else by the parser pip uses
-    (configparser), so a host without pip gets a file pip will read. pip's configuration loader
-    is asked first (one import, where starting pip's command line costs Debian 11's pip half a
-    second); when it refuses the file, or is not where pip 10 to 26 keep it, `pip config list`
-    decides and its message is the one shown. uv.toml: by tomllib, on Python 3.11 and later."""
+    not at all). pip.conf: by the parser pip reads it with (configparser's RawConfigParser, in
+    the locale's encoding; pip refuses a file only when that parser does), on every host, with
+    or without pip; importing pip's own loader would cost Debian 11's pip half a second per
+    host. After the change, the verify step asks pip itself, as the login user. uv.toml: by
+    tomllib, on Python 3.11 and later."""
     python = settings["python"]
     found = _python(settings, probe)
-    if found.get("pip"):
-        pip_check = (f"env PIP_CONFIG_FILE=%s {python} -c \"from pip._internal.configuration "
-                     "import Configuration; Configuration(isolated=False).load()\" 2>/dev/null "
-                     f"|| env PIP_CONFIG_FILE=%s {python} -m pip config list "
-                     "--disable-pip-version-check")
-    else:
-        pip_check = (f"{python} -c \"import configparser, sys; "
-                     "configparser.RawConfigParser().read_file(open(sys.argv[1]))\" %s")
+    pip_check = (f"{python} -c \"import configparser, sys; "
+                 "configparser.RawConfigParser().read_file(open(sys.argv[1]))\" %s")
     version = tuple(int(p) if p.isdigit() else 0
                     for p in str(found.get("version") or "3.0").split(".")[:2])
     toml_check = (f"{python} -c \"import sys, tomllib; tomllib.load(open(sys.argv[1], 'rb'))\" %s"

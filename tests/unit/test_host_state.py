@@ -144,3 +144,34 @@ def test_the_decision_needs_no_host_when_nothing_differs_and_names_each_change(t
 def test_read_bundle_refuses_a_stream_without_its_header():
     with pytest.raises(state.ApplyError, match="no header line"):
         state.read_bundle(io.BytesIO(b""))
+
+
+def test_one_probe_reads_other_specs_too_and_asks_each_python_once(tmp_path, monkeypatch):
+    """playbooks/hosts.yml reads each host once for pipfeed_config and the credential helper:
+    the other spec's answer comes under also, with its own salt, and a Python both specs ask
+    about is started once."""
+    (tmp_path / "a").write_text("a\n")
+    (tmp_path / "b").write_text("b\n")
+    asked = []
+    monkeypatch.setattr(state, "python_state", lambda command: asked.append(command)
+                        or {"command": command, "version": "3.11.2"})
+    found = state.probe({"paths": [{"path": str(tmp_path / "a")}], "pythons": ["python3"],
+                         "also": {"helper": {"paths": [{"path": str(tmp_path / "b")}],
+                                             "pythons": ["python3", "/opt/venv/bin/python"]}}})
+    other = found["also"]["helper"]
+    assert [p["sha256"] for p in found["paths"]] == [hashlib.sha256(b"a\n").hexdigest()]
+    assert [p["sha256"] for p in other["paths"]] == [hashlib.sha256(b"b\n").hexdigest()]
+    assert other["salt"] != found["salt"]
+    assert sorted(other["pythons"]) == ["/opt/venv/bin/python", "python3"]
+    assert asked == ["python3", "/opt/venv/bin/python"]
+
+
+def test_a_read_answers_only_the_spec_it_was_made_for():
+    """The action's spec identity: a later probe takes an earlier read only for the very same
+    spec (key order aside); any other spec reads the host."""
+    action = plugin("action.host_probe")
+    spec = {"paths": [{"path": "/etc/pip.conf", "content": True}], "pythons": ["python3"]}
+    same = {"pythons": ["python3"], "paths": [{"content": True, "path": "/etc/pip.conf"}]}
+    assert action.spec_id(spec) == action.spec_id(same)
+    other = dict(spec, pythons=["python3", "/opt/venv/bin/python"])
+    assert action.spec_id(spec) != action.spec_id(other)
