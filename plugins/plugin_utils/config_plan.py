@@ -33,7 +33,8 @@ UV_TOML = "/etc/uv/uv.toml"
 
 # The role's variables a plan reads: the name in ``settings`` and the variable it comes from.
 SETTINGS = {
-    "feeds": "pipfeed_feeds", "mode": "pipfeed_mode", "credential_helper": "pipfeed_credential_helper",
+    "feeds": "pipfeed_feeds", "mode": "pipfeed_mode",
+    "credential_helper": "pipfeed_credential_helper",
     "wheelhouse": "pipfeed_wheelhouse", "wheelhouse_path": "pipfeed_wheelhouse_path",
     "index_username": "pipfeed_config_index_username", "cert": "pipfeed_config_cert",
     "proxy": "pipfeed_config_proxy", "timeout": "pipfeed_config_timeout",
@@ -145,8 +146,9 @@ def _header(managed: str) -> str:
 
 
 def pip_conf(settings: dict, probe: dict, managed: str) -> str:
+    mode = settings["mode"]
     lines = [_header(managed),
-             f"# pip's system-wide configuration, mode \"{settings['mode']}\" (role pipfeed_config).",
+             f"# pip's system-wide configuration, mode \"{mode}\" (role pipfeed_config).",
              "# The index settings here are replaced on every run; other settings are kept. No "
              "credentials",
              "# belong in this file: the feed's token is answered by the credential helper.",
