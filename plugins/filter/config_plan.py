@@ -22,9 +22,7 @@ def _settings(settings) -> dict:
     if not isinstance(settings, dict) or set(_plan().SETTINGS) - set(settings):
         missing = sorted(set(_plan().SETTINGS) - set(settings or {}))
         raise AnsibleFilterError(f"the pipfeed_config settings lack {', '.join(missing)}")
-    return dict(settings, feeds=list(settings["feeds"] or []),
-                extra_settings=settings["extra_settings"],
-                uv_extra_settings=settings["uv_extra_settings"])
+    return dict(settings, feeds=list(settings["feeds"] or []))
 
 
 def config_setting_problems(settings, tokens=None):

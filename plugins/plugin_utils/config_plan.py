@@ -21,11 +21,13 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.pipfeed.feed.plugins.filter.config import (
     ini_lines, kept_settings, existing_problem, normalize_key, with_username)
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import feed_url
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.platforms import (
-    no_pip_can_use, os_problem, pip_summary)
+    no_pip_can_use, os_problem, pip_summary, version_tuple)
 
 PIP_CONF = "/etc/pip.conf"
 UV_DIR = "/etc/uv"
@@ -61,13 +63,6 @@ USERNAME = re.compile(r"^[A-Za-z0-9._~-]+$")
 PROXY = re.compile(r"^((https?|socks5h?)://)?[A-Za-z0-9.\[\]:-]+(:[0-9]+)?/?$")
 
 
-def truthy(value) -> bool:
-    """A switch as Ansible's ``bool`` filter reads it."""
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("yes", "on", "1", "true", "y", "t")
-
-
 def feed_list(settings: dict) -> list:
     return [feed_url(feed) for feed in settings["feeds"]]
 
@@ -94,7 +89,7 @@ def _path_type(probe: dict, index: int) -> str:
 
 
 def find_links(settings: dict, probe: dict) -> bool:
-    return (settings["mode"] == "offline" or truthy(settings["wheelhouse"])
+    return (settings["mode"] == "offline" or boolean(settings["wheelhouse"], strict=False)
             or _path_type(probe, 3) == "directory")
 
 
@@ -121,8 +116,8 @@ def global_keys(settings: dict, probe: dict) -> list:
     for key in ("timeout", "retries"):
         if settings[key] is not None:
             keys.append([key, settings[key]])
-    keys.append(["no-input", truthy(settings["no_input"])])
-    if truthy(settings["credential_helper"]):
+    keys.append(["no-input", boolean(settings["no_input"], strict=False)])
+    if boolean(settings["credential_helper"], strict=False):
         keys.append(["keyring-provider", "subprocess"])
     return keys
 
@@ -177,9 +172,9 @@ def uv_toml(settings: dict, probe: dict, managed: str) -> str:
         lines += ["offline = true", "no-index = true"]
     if find_links(settings, probe):
         lines.append(f"find-links = {_json([settings['wheelhouse_path']])}")
-    if truthy(settings["credential_helper"]):
+    if boolean(settings["credential_helper"], strict=False):
         lines.append('keyring-provider = "subprocess"')
-    if truthy(settings["uv_system_certs"]):
+    if boolean(settings["uv_system_certs"], strict=False):
         lines.append("system-certs = true")
     insecure = insecure_hosts(settings)
     if mode != "offline" and insecure:
@@ -312,7 +307,7 @@ def warnings(settings: dict, probe: dict, hostname: str) -> list:
     """What makes installs slow or empty on the host; the run goes on."""
     s, probe = settings, probe or {}
     said = []
-    if no_pip_can_use(_python(s, probe), truthy(s["uv_install"])):
+    if no_pip_can_use(_python(s, probe), boolean(s["uv_install"], strict=False)):
         said.append(
             f"{hostname} has no pip that can use the configuration yet: {s['python']} has no pip "
             "and no venv module. The files are written; install python3-venv (venvs then get pip "
@@ -334,7 +329,7 @@ def platform(settings: dict, probe: dict) -> str:
     python = _python(settings, probe)
     line = (f"{host_os.get('pretty_name', 'unknown OS')}, Python {python.get('version', '?')} "
             f"({host_os.get('machine', '?')}), {pip_summary(python, settings['python'])}")
-    if truthy(settings["uv_install"]):
+    if boolean(settings["uv_install"], strict=False):
         line += f", uv {settings['uv_version']} installed by this role"
     return line
 
@@ -361,10 +356,8 @@ def _checks(settings: dict, probe: dict) -> tuple:
     found = _python(settings, probe)
     pip_check = (f"{python} -c \"import configparser, sys; "
                  "configparser.RawConfigParser().read_file(open(sys.argv[1]))\" %s")
-    version = tuple(int(p) if p.isdigit() else 0
-                    for p in str(found.get("version") or "3.0").split(".")[:2])
     toml_check = (f"{python} -c \"import sys, tomllib; tomllib.load(open(sys.argv[1], 'rb'))\" %s"
-                  if version >= (3, 11) else None)
+                  if version_tuple(found.get("version") or "3.0") >= (3, 11) else None)
     return pip_check, toml_check
 
 
@@ -382,6 +375,6 @@ def items(settings: dict, probe: dict, managed: str, uv_items: list = ()) -> lis
             toml["validate"] = toml_check
         wanted += [{"kind": "directory", "path": UV_DIR, "owner": "root", "group": "root",
                     "mode": "0755"}, toml]
-    if truthy(settings["uv_install"]):
+    if boolean(settings["uv_install"], strict=False):
         wanted += list(uv_items)
     return wanted

@@ -17,7 +17,7 @@ import json
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import (
     helper_config, identity, netrc_hosts)
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.platforms import (
-    oldest_pip, os_problem)
+    oldest_pip, os_problem, version_tuple)
 
 PROGRAM_DIR = "/usr/local/lib/pipfeed"
 PROGRAM = f"{PROGRAM_DIR}/pipfeed-keyring"
@@ -61,14 +61,6 @@ def probe_spec(feeds: list, users: list, group: str, python: str, pythons: list 
             "os": True}
 
 
-def _version(text: str) -> tuple:
-    parts = []
-    for piece in str(text).split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def netrc_wanted(setting: str, probe: dict, python: str = "") -> bool:
     """netrc for pips older than 23.1: always, never, or (auto) where any pip that will run on
     the host is older than 23.1 (the system's, the one a venv gets from ensurepip, the distro's
@@ -76,7 +68,7 @@ def netrc_wanted(setting: str, probe: dict, python: str = "") -> bool:
     if setting in ("always", "never"):
         return setting == "always"
     oldest = oldest_pip(list(probe.get("pythons", {}).values()))
-    return not oldest or _version(oldest) < KEYRING_PIP
+    return not oldest or version_tuple(oldest) < KEYRING_PIP
 
 
 def plan(probe: dict, feeds: list, settings: dict) -> dict:

@@ -30,7 +30,8 @@ def os_problem(os_state: dict, hostname: str = "this host") -> str:
             "group (or --limit), before anything on it changes.")
 
 
-def _version(text: str) -> tuple:
+def version_tuple(text: str) -> tuple:
+    """A version's first three numbers, for comparing ("23.0.1" -> (23, 0, 1))."""
     parts = []
     for piece in str(text).split(".")[:3]:
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -55,7 +56,7 @@ def pips(python_state: dict) -> list:
 def oldest_pip(states: list) -> str:
     """The oldest pip version among these Pythons' pips; '' when there is none at all."""
     versions = [v for state in states for v, _ in pips(state)]
-    return min(versions, key=_version) if versions else ""
+    return min(versions, key=version_tuple) if versions else ""
 
 
 def pip_summary(python_state: dict, command: str) -> str:
