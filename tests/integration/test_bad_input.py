@@ -354,6 +354,22 @@ def test_unparseable_hand_written_pip_conf_fails_before_any_host_changes(
                 "or set pipfeed_config_keep_existing: false"], before, after)
 
 
+def test_bad_serial_stops_the_run_before_any_host_is_contacted(request, lab, workdir, fresh):
+    """A play keyword fails in Ansible's main process, before any task: no host in the recap."""
+    request.node.user_properties.append(
+        ("case", "a pipfeed_serial Ansible cannot batch by (`serial-unusable`)"))
+    request.node.user_properties.append(("detail", ""))
+    result, before, after = one_run(lab, workdir, "deb12-1", {"pipfeed_serial": "ten"})
+    said = result.stdout + result.stderr
+    assert result.returncode != 0, said[-2000:]
+    for text in ("pipfeed_serial is 'ten'", "a percentage of the play's hosts ('25%')",
+                 "Leave it unset for one batch of every host"):
+        assert text in said, f"{text!r} not in: {said[-1500:]}"
+    assert recap(result.stdout) == {}, "a host was contacted: " + result.stdout[-1500:]
+    assert after == before
+    request.node.user_properties[-1] = ("detail", _excerpt(said, "Leave it unset"))
+
+
 def test_unpinned_requirements_fail_before_any_host_changes(request, lab, workdir, fresh):
     request.node.user_properties.append(
         ("case", "requirements that are not fully pinned (`requirements-unpinned`)"))
