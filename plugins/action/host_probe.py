@@ -15,6 +15,7 @@ call (plugins/module_utils/host_state.py, command probe), changing nothing, in c
         diversions: [/usr/bin/keyring]
         writable: [/etc]
         os: true
+        wheelhouse: /var/lib/pipfeed/wheelhouse   # what wheelhouse_host.py's probe reports
       fail_msg: what to say when the host's Python cannot run it
       also: {name: spec}             # optional: other specs read in the same call
       read: "{{ earlier.also.name }}"  # optional: a read an earlier call made for this spec
@@ -65,8 +66,10 @@ class ActionModule(ActionBase):
             result.update(probe=read["probe"], changed=False, read_before=True)
             return result
         asked = dict(spec, also=also) if also else spec
+        wheelhouse = any(one.get("wheelhouse") for one in (spec, *also.values()))
         done = host_run.run(self, str(python), "host_state.py",
-                            ["probe", json.dumps(asked, sort_keys=True)])
+                            ["probe", json.dumps(asked, sort_keys=True)],
+                            modules=("wheelhouse_host.py",) if wheelhouse else ())
         if done["rc"] != 0:
             first = self._task.args.get("fail_msg") or (
                 f"{python} could not read the host's state; install python3 there, or point "

@@ -31,6 +31,10 @@ SSH round trip. A run that changes nothing makes one probe per role and no apply
     writable    [path]: whether root may write into the directory.
     os          true: /etc/os-release (ID, VERSION_ID, ID_LIKE, PRETTY_NAME) and the machine.
     http        [{url, timeout, cafile?, proxy?}]: whether the URL answers (for the PyPI probe).
+    wheelhouse  path: what the wheelhouse's own probe reports (wheelhouse_host.py's probe: the
+                platform of this Python, free space, the current wheelhouse's files and
+                manifest). Needs wheelhouse_host.py importable beside this program, which
+                pipfeed.feed.host_probe sends along when a spec asks for it.
 
 ``apply SPEC -``  (the content of the files follows on standard input, or is in the file
     named instead of "-" where Ansible does not pipeline; see read_bundle)
@@ -299,6 +303,9 @@ def probe(spec: dict, pythons: dict | None = None) -> dict:
         result["os"] = os_state()
     if spec.get("http"):
         result["http"] = [http_state(check) for check in spec["http"]]
+    if spec.get("wheelhouse"):
+        import wheelhouse_host  # sent along by pipfeed.feed.host_probe
+        result["wheelhouse"] = wheelhouse_host.probe(spec["wheelhouse"])
     if spec.get("also"):
         result["also"] = {name: probe(other, pythons) for name, other in spec["also"].items()}
     return result

@@ -123,12 +123,19 @@ options:
           proxy:
             description: A proxy URL for http and https.
             type: str
+      wheelhouse:
+        description:
+          - A wheelhouse's path; the result's C(wheelhouse) is what the wheelhouse's own probe
+            reports (the platform of the probe's Python, the free space, the current
+            wheelhouse's files and manifest; C(wheelhouse_host.py probe)). The action sends
+            that program along with the probe, in the same call.
+        type: str
   also:
     description:
       - Other specs to read in the same call, by name, each as O(spec) is; the answers are in
         RV(also), for later probes' O(read). A Python several specs ask about is run once.
       - For plays that run several roles' checks one after the other (C(playbooks/hosts.yml)
-        reads each host once for pipfeed_config and the credential helper).
+        reads each host once for pipfeed_config, the wheelhouse and the credential helper).
     type: dict
     default: {}
   read:

@@ -30,39 +30,55 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.host_programs import 
 # program's name, for its tracebacks.
 BOOTSTRAP = ("import sys;n=int(sys.argv.pop(1));"
              "exec(compile(sys.stdin.buffer.read(n),{name!r},'exec'))")
+# The same, for a program that imports other host programs: their sources come first on stdin,
+# each made a module (under its name, without .py) before the program runs; the first argument
+# lists them as name:length,...
+BOOTSTRAP_MODULES = ("import sys,types;a=sys.argv;r=sys.stdin.buffer.read\n"
+                     "for m in a.pop(1).split(','):\n"
+                     " k,s=m.split(':');o=sys.modules[k]=types.ModuleType(k)\n"
+                     " exec(compile(r(int(s)),k+'.py','exec'),o.__dict__)\n"
+                     "n=int(a.pop(1));exec(compile(r(n),{name!r},'exec'))")
 STREAM_MAX_BYTES = 128 << 20
 
 
 def run(action, python: str, name: str, args: list, data: Iterable[bytes] = (),
-        size: int = 0, stream_max_bytes: int = STREAM_MAX_BYTES) -> dict:
+        size: int = 0, stream_max_bytes: int = STREAM_MAX_BYTES, modules: tuple = ()) -> dict:
     """Run program ``name`` with ``python`` on the action's host, ``data`` (blocks, ``size``
     bytes in all) after it on its stdin, or, with ``data``, as a file whose path is added as
-    the last argument ("-" when it follows on stdin). Returns rc, stdout, stderr, cmd and
-    sent_by (stdin or file)."""
+    the last argument ("-" when it follows on stdin). ``modules`` names other host programs
+    that the program imports (wheelhouse_host.py is imported as wheelhouse_host). Returns rc,
+    stdout, stderr, cmd and sent_by (stdin or file)."""
     script = source(name)
+    imported = {program[:-3]: source(program) for program in modules}
     args = [str(arg) for arg in args]
     blocks = list(data) if size <= stream_max_bytes else data
     has_data = size > 0 or bool(blocks)
     if action._is_pipelining_enabled("new") and size <= stream_max_bytes:
         if has_data:
             args.append("-")
-        command = shlex.join([str(python), "-c", BOOTSTRAP.format(name=name),
-                              str(len(script))] + args)
-        done = action._low_level_execute_command(command, sudoable=True,
-                                                 in_data=b"".join([script, *blocks]))
+        if imported:
+            listed = ",".join(f"{module}:{len(text)}" for module, text in imported.items())
+            start = [BOOTSTRAP_MODULES.format(name=name), listed]
+        else:
+            start = [BOOTSTRAP.format(name=name)]
+        command = shlex.join([str(python), "-c", *start, str(len(script))] + args)
+        done = action._low_level_execute_command(
+            command, sudoable=True, in_data=b"".join([*imported.values(), script, *blocks]))
         sent_by = "stdin"
     else:
         command, done = _run_from_files(action, str(python), name, script, args,
-                                        blocks if has_data else None)
+                                        blocks if has_data else None, imported)
         sent_by = "file"
     return {"rc": done["rc"], "cmd": command, "sent_by": sent_by,
             "stdout": to_text(done.get("stdout", ""), errors="surrogate_or_strict"),
             "stderr": to_text(done.get("stderr", ""), errors="surrogate_or_strict")}
 
 
-def _run_from_files(action, python: str, name: str, script: bytes, args: list, data):
-    """The program, and the data if any, sent as files into the remote temporary directory
-    first, then run from there; the directory is removed after."""
+def _run_from_files(action, python: str, name: str, script: bytes, args: list, data,
+                    imported: dict | None = None):
+    """The program, the programs it imports (beside it, where Python looks first) and the
+    data if any, sent as files into the remote temporary directory first, then run from
+    there; the directory is removed after."""
     local = None
     shell = action._connection._shell
     remote_tmp = action._make_tmp_path()
@@ -70,6 +86,9 @@ def _run_from_files(action, python: str, name: str, script: bytes, args: list, d
         remote = shell.join_path(remote_tmp, name)
         action._transfer_data(remote, script)
         paths = [remote_tmp, remote]
+        for module, text in (imported or {}).items():
+            paths.append(shell.join_path(remote_tmp, module + ".py"))
+            action._transfer_data(paths[-1], text)
         if data is not None:
             handle, local = tempfile.mkstemp(prefix="pipfeed-", suffix=".data",
                                              dir=C.DEFAULT_LOCAL_TMP)

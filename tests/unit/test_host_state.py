@@ -175,3 +175,34 @@ def test_a_read_answers_only_the_spec_it_was_made_for():
     assert action.spec_id(spec) == action.spec_id(same)
     other = dict(spec, pythons=["python3", "/opt/venv/bin/python"])
     assert action.spec_id(spec) != action.spec_id(other)
+
+
+def test_a_probe_reads_the_wheelhouse_with_the_wheelhouse_program_sent_beside_it(tmp_path):
+    """host_run's pipelined command for a program that imports another host program, run
+    here: both sources on one stdin, the imported one first; host_state's answer under
+    also.<name>.wheelhouse is what wheelhouse_host.py's own probe reports. Without the other
+    program sent along, a wheelhouse spec fails the probe instead of answering."""
+    run = plugin("plugin_utils.host_run")
+    programs = plugin("plugin_utils.host_programs")
+    wheelhouse_host = plugin("module_utils.wheelhouse_host")
+    store = tmp_path / ".wheelhouse.d" / "v1"
+    store.mkdir(parents=True)
+    (store / "a-1-py3-none-any.whl").write_bytes(b"wheel")
+    (tmp_path / "wheelhouse").symlink_to(store)
+    path = str(tmp_path / "wheelhouse")
+    main, imported = programs.source("host_state.py"), programs.source("wheelhouse_host.py")
+    spec = json.dumps({"os": True, "also": {"pipfeed_wheelhouse": {"wheelhouse": path}}})
+    done = subprocess.run([sys.executable, "-c", run.BOOTSTRAP_MODULES.format(name="host_state.py"),
+                           f"wheelhouse_host:{len(imported)}", str(len(main)), "probe", spec],
+                          input=imported + main, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["os"]["machine"]
+    answer = found["also"]["pipfeed_wheelhouse"]["wheelhouse"]
+    assert answer == json.loads(json.dumps(wheelhouse_host.probe(path)))
+    assert answer["files"] == {"a-1-py3-none-any.whl": {
+        "sha256": hashlib.sha256(b"wheel").hexdigest(), "size": 5}}
+    done = subprocess.run([sys.executable, "-c", run.BOOTSTRAP.format(name="host_state.py"),
+                           str(len(main)), "probe", spec], input=main, capture_output=True,
+                          timeout=60)
+    assert done.returncode != 0 and b"wheelhouse_host" in done.stderr
