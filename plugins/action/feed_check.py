@@ -14,6 +14,7 @@ that is about to be installed there (plugins/module_utils/host_state.py, command
       timeout: 20
       check: true                       # false: ask nothing (pipfeed_credential_helper_check_token)
       every: false                      # true: ask about every token, changed or not (rotation)
+      plan: "{{ decision }}"            # optional: the helper's decision, handed on as plan
 
 Only the feeds whose token differs from the host's token file are asked (the probe's HMAC
 under its one-time salt against the HMAC of the new token): a run that installs nothing new
@@ -39,7 +40,7 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import feed_url
 
 class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("python", "feeds", "tokens", "username", "current", "token_dir",
-                             "timeout", "check", "every", "identities"))
+                             "timeout", "check", "every", "identities", "plan"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -55,11 +56,15 @@ class ActionModule(ActionBase):
         verdicts, asked, contents, by_identity = [], [], [], []
         check, every = boolean(args.get("check", True)), boolean(args.get("every", False))
         username = str(args.get("username") or "pipfeed")
+        plan = args.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            raise AnsibleActionFail("pipfeed.feed.feed_check: plan must be a mapping")
+        identities = args.get("identities", (plan or {}).get("config_changes", False))
         for feed, token in zip(feeds, tokens):
             if isinstance(feed.get("azure_identity"), dict):
                 # No token on the controller: the host asks its managed identity, with the
                 # helper program itself, when the helper's configuration changes there.
-                differs = boolean(args.get("identities", False))
+                differs = boolean(identities)
                 verdicts.append({"name": feed["name"], "url": feed_url(feed), "changes": differs,
                                  "identity": True})
                 if (differs or every) and check:
@@ -76,6 +81,8 @@ class ActionModule(ActionBase):
                               "username": username, "token": len(contents)})
                 contents.append(str(token).encode("utf-8"))
         result.update(changed=False, feeds=verdicts)
+        if plan is not None:
+            result["plan"] = plan
         python = str(args.get("python") or "/usr/bin/python3")
         answers: dict = {}
         timeout = float(args.get("timeout", 20))

@@ -90,6 +90,13 @@ options:
         (the IMDS cannot be reached, there is no such identity, or the IMDS kept failing).
     type: bool
     default: false
+  plan:
+    description:
+      - The credential helper's decision for the host (C(pipfeed.feed.helper_plan)). Its
+        C(config_changes) stands for O(identities) when that is not given, and the result hands
+        the decision on as RV(plan), so that the role's tasks after this one read it from the
+        registered result instead of computing it again, each for itself.
+    type: dict
 extends_documentation_fragment:
   - pipfeed.feed.attributes.host
   - action_common_attributes
@@ -175,6 +182,10 @@ feeds:
       type: str
   sample: [{name: python-feed, url: "https://pkgs.dev.azure.com/contoso/_packaging/python-feed/pypi/simple/",
             changes: true, status: 200}]
+plan:
+  description: O(plan), as it was given.
+  returned: when O(plan) was given
+  type: dict
 error:
   description: Why the host program could not ask the feeds (the action does not fail).
   returned: when the host program failed

@@ -231,3 +231,21 @@ def test_uv_toml_carries_the_user_name_and_the_subprocess_provider(rendered, uv)
     assert [i["url"] for i in data["index"]] == [
         u.replace("https://", "https://pipfeed@") for u in (FEED, TEAM, ORG)]
     assert "keyring_provider: Subprocess" in uv_settings(uv, rendered / "uv.toml")
+
+
+def test_the_feed_check_hands_the_helper_decision_on_and_reads_identities_from_it():
+    """preflight's feed check takes the helper's decision once and returns it (the role's
+    later tasks read it from there); its config_changes decides whether a managed identity's
+    feed is asked. With check off, nothing is asked and no host is contacted."""
+    from tests.files import run_action
+    feeds = [{"name": "mi-feed", "url": "https://pkgs.dev.azure.com/o/_packaging/mi/pypi/simple/",
+              "azure_identity": {"client_id": "x"}}]
+    for changes in (True, False):
+        plan = {"config_changes": changes, "install": [], "warnings": []}
+        result = run_action("feed_check", {"feeds": feeds, "tokens": [""], "current": {},
+                                           "check": False, "plan": plan})
+        assert result["plan"] == plan
+        assert result["feeds"][0]["changes"] is changes and result["feeds"][0]["identity"]
+    result = run_action("feed_check", {"feeds": feeds, "tokens": [""], "check": False,
+                                       "identities": True, "plan": {"config_changes": False}})
+    assert result["feeds"][0]["changes"] is True
