@@ -19,6 +19,7 @@ call (plugins/module_utils/host_state.py, command probe), changing nothing, in c
       fail_msg: what to say when the host's Python cannot run it
       also: {name: spec}             # optional: other specs read in the same call
       read: "{{ earlier.also.name }}"  # optional: a read an earlier call made for this spec
+      problems: "{{ settings_problems }}"  # optional: when any, fail with them; nothing is read
 
 The result's ``probe`` is what pipfeed.feed.host_apply takes as ``current``: a role that
 registers one probe decides every change from it, and a host where nothing differs is not
@@ -30,6 +31,10 @@ the first role's probe reads the others' specs as ``also`` (each answer under ``
 with the identity of the spec it answers), and each later role's probe takes that answer as
 ``read``: when it answers the same spec, it is the result, and the host is not contacted again.
 Nothing changes a host between the checks, so the answer is as fresh as a second read.
+
+``problems`` are what a role's checks of its settings found on the controller: when there are
+any, the task fails with them (each on one line, in order) and the host is not read, so that a
+role checks its settings and reads its host in one task (each task costs every host a worker).
 """
 from __future__ import annotations
 
@@ -48,10 +53,16 @@ def spec_id(spec: dict) -> str:
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("python", "spec", "fail_msg", "also", "read"))
+    _VALID_ARGS = frozenset(("python", "spec", "fail_msg", "also", "read", "problems"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        problems = self._task.args.get("problems") or []
+        if isinstance(problems, str) or not isinstance(problems, list):
+            raise AnsibleActionFail("pipfeed.feed.host_probe: problems must be a list of messages")
+        if problems:
+            result.update(failed=True, msg=" ".join(" ".join(str(p).split()) for p in problems))
+            return result
         python = self._task.args.get("python") or "/usr/bin/python3"
         spec = self._task.args.get("spec") or {}
         also = self._task.args.get("also") or {}

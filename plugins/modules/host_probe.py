@@ -145,6 +145,15 @@ options:
         is read.
       - Nothing may change the host between the two tasks (the roles' checks only read).
     type: dict
+  problems:
+    description:
+      - What the role's checks of its settings found on the controller, one message each
+        (an empty list when nothing is wrong). When there are any, the task fails with them,
+        joined (white space made single spaces), and the host is not read.
+      - So that a role checks its settings and reads its host in one task.
+    type: list
+    elements: str
+    default: []
   fail_msg:
     description:
       - What the failure message says first when the host's Python cannot run the probe; the

@@ -99,7 +99,9 @@ def _run_from_files(action, python: str, name: str, script: bytes, args: list, d
             paths.append(sent)
             args = args + [sent]
         action._fixup_perms2(paths, execute=False)
-        command = shlex.join([python, remote] + args)
+        # -B: an import beside the program writes no __pycache__ there, which the connection's
+        # user could not remove after a program run with become.
+        command = shlex.join([python] + (["-B"] if imported else []) + [remote] + args)
         return command, action._low_level_execute_command(command, sudoable=True)
     finally:
         if local:

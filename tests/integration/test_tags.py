@@ -36,11 +36,11 @@ REPAIRS = {
 }
 SAYS = {
     "report": "TASK [pipfeed.feed.pipfeed_config : Check the host before anything changes, and show its platform]",
-    "pipfeed_config_preflight": "TASK [pipfeed.feed.pipfeed_config : Read the host's pip configuration",
+    "pipfeed_config_preflight": "TASK [pipfeed.feed.pipfeed_config : Check pipfeed_config's settings, then read the host's pip",
     "pipfeed_config_verify": "pip reads /etc/pip.conf",
-    "pipfeed_credential_helper_preflight": "TASK [pipfeed.feed.pipfeed_credential_helper : Read the helper's files",
+    "pipfeed_credential_helper_preflight": "TASK [pipfeed.feed.pipfeed_credential_helper : Check the settings and each feed's token, then read",
     "pipfeed_credential_helper_verify": "pipfeed-keyring --check",
-    "pipfeed_wheelhouse_preflight": "TASK [pipfeed.feed.pipfeed_wheelhouse : Read the host's platform",
+    "pipfeed_wheelhouse_preflight": "TASK [pipfeed.feed.pipfeed_wheelhouse : Check the role's variables, then read the host's",
     "pipfeed_wheelhouse_build": "TASK [pipfeed.feed.pipfeed_wheelhouse : Report what the controller downloaded",
     "pipfeed_wheelhouse_venvs": "TASK [pipfeed.feed.pipfeed_wheelhouse : Install the requirement set into the",
 }

@@ -206,3 +206,16 @@ def test_a_probe_reads_the_wheelhouse_with_the_wheelhouse_program_sent_beside_it
                            str(len(main)), "probe", spec], input=main, capture_output=True,
                           timeout=60)
     assert done.returncode != 0 and b"wheelhouse_host" in done.stderr
+
+
+def test_a_probe_given_problems_fails_with_them_and_reads_nothing():
+    """A role's settings check and its read are one task: with problems the action fails with
+    them, each on one line, before it would contact the host (this one has no connection)."""
+    from tests.files import run_action
+    result = run_action("host_probe", {"problems": ["pipfeed_x is wrong:\n  set it\n  right.",
+                                                    "pipfeed_y too."],
+                                       "spec": {"paths": [{"path": "/etc/pip.conf"}]}})
+    assert result["failed"] and "probe" not in result
+    assert result["msg"] == "pipfeed_x is wrong: set it right. pipfeed_y too."
+    with pytest.raises(Exception, match="problems must be a list"):
+        run_action("host_probe", {"problems": "pipfeed_x is wrong"})
