@@ -16,6 +16,7 @@ PROGRAMS = {
     "pipfeed-keyring": "pipfeed_keyring.py",
     "wheelhouse_host.py": "wheelhouse_host.py",
     "host_state.py": "host_state.py",
+    "pip_config.py": "pip_config.py",
 }
 SHEBANG = b"#!/usr/bin/python3\n"
 
