@@ -41,8 +41,10 @@ SSH round trip. A run that changes nothing makes one probe per role and no apply
     items, in order, each one of:
       {kind: directory, path, owner, group, mode}
       {kind: file, path, owner, group, mode, content: <index into the bundle>, backup?: bool,
-       validate?: "command with %s"}   written to a temporary file in the same directory,
-                                       checked, then renamed over the old one
+       validate?: "command with %s",   written to a temporary file in the same directory,
+       parse?: {parser: ini|toml,      checked, then renamed over the old one; parse: by
+                executable}}           the parser in this program, when this Python is
+                                       that executable (else the validate command)
       {kind: link, path, src}          a symlink made beside and renamed over the old path
       {kind: absent, path}             a file or link removed
       {kind: group, name, members?: [user]}   created (system group) where missing; the
@@ -394,6 +396,44 @@ def backup_name(path: str) -> str:
     return f"{path}.{os.getpid()}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
 
 
+# What a file is checked with in this process (the parse item option), by the parser its
+# reader uses: pip reads pip.conf with configparser's RawConfigParser in the locale's encoding,
+# uv reads uv.toml as TOML (tomllib, Python 3.11 and later).
+def _parse_ini(path: str) -> None:
+    import configparser
+    with open(path) as handle:
+        configparser.RawConfigParser().read_file(handle)
+
+
+def _parse_toml(path: str) -> None:
+    import tomllib
+    with open(path, "rb") as handle:
+        tomllib.load(handle)
+
+
+PARSERS = {"ini": _parse_ini, "toml": _parse_toml}
+
+
+def parsed_here(parse, temporary: str, path: str) -> bool:
+    """Check the new file in this process when the parse option names this very Python (the
+    one whose parser reads the file: no second Python is started); False when it names
+    another Python, which then checks it through the validate command."""
+    if not parse:
+        return False
+    executable = parse.get("executable") or ""
+    if parse.get("parser") not in PARSERS or not executable or \
+            (parse["parser"] == "toml" and sys.version_info < (3, 11)) or \
+            os.path.realpath(executable) != os.path.realpath(sys.executable):
+        return False
+    try:
+        PARSERS[parse["parser"]](temporary)
+    except Exception as error:  # the parser's own refusal, said as the validate command's
+        reason = " ".join(str(error).split())
+        raise ApplyError(f"{path}: the new content failed its check ({parse['parser']} parser "
+                         f"of {executable}): {reason}; the old file stays") from None
+    return True
+
+
 def apply_file(item: dict, data: bytes) -> None:
     path = item["path"]
     directory = os.path.dirname(path) or "."
@@ -410,7 +450,9 @@ def apply_file(item: dict, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if item.get("validate"):
+        if parsed_here(item.get("parse"), temporary, path):
+            pass
+        elif item.get("validate"):
             command = item["validate"].replace("%s", temporary)
             done = subprocess.run(command, shell=True, capture_output=True, text=True,
                                   timeout=300)

@@ -19,7 +19,7 @@ description:
     action probes first, in one call.
   - What differs goes in one call. The items' new content follows the program
     (C(host_state.py), command C(apply)) on its standard input. Each file is written beside
-    its place, checked (O(items[].validate)) and renamed over the old one, so a run that dies
+    its place, checked (O(items[].validate) or O(items[].parse)) and renamed over the old one, so a run that dies
     leaves the old file or the new one, never a part. The items are applied in order, and the
     first that fails stops the call.
   - Check mode and C(--diff) are honest. In check mode no change is sent, and the result says
@@ -52,7 +52,8 @@ options:
       kind:
         description:
           - V(file) (O(items[].path), O(items[].content), O(items[].program) or O(items[].src), O(items[].owner),
-            O(items[].group), O(items[].mode), O(items[].backup), O(items[].validate), O(items[].secret)).
+            O(items[].group), O(items[].mode), O(items[].backup), O(items[].validate), O(items[].parse),
+            O(items[].secret)).
           - V(directory) (O(items[].path), O(items[].owner), O(items[].group), O(items[].mode)),
             created with its parents where missing.
           - V(link) (O(items[].path), O(items[].src)), a symbolic link to O(items[].src) made
@@ -114,6 +115,25 @@ options:
             old one; C(%s) stands for the new file's path. When it fails, the old file stays
             and the call fails.
         type: str
+      parse:
+        description:
+          - Check the new file in the apply call's own process instead, by a parser of the
+            Python's standard library, when O(items[].parse.executable) is the Python the call
+            runs in (decided on the host; no second process is started). Otherwise
+            O(items[].validate) checks it. When the parser refuses the file, the old file stays
+            and the call fails.
+        type: dict
+        suboptions:
+          parser:
+            description:
+              - V(ini) (C(configparser.RawConfigParser), as pip reads its configuration files)
+                or V(toml) (C(tomllib), Python 3.11 and later).
+            type: str
+            choices: [ini, toml]
+          executable:
+            description:
+              - The Python whose parser reads the file (its C(sys.executable)).
+            type: str
       secret:
         description:
           - The file holds a secret. It is compared by HMAC under the probe's one-time salt,

@@ -347,16 +347,23 @@ def report(settings: dict, probe: dict, hostname: str) -> dict:
 
 def _checks(settings: dict, probe: dict) -> tuple:
     """How the new pip.conf and uv.toml are checked before they replace the old ones (None:
-    not at all). pip.conf: by the parser pip reads it with (configparser's RawConfigParser, in
-    the locale's encoding; pip refuses a file only when that parser does), on every host, with
-    or without pip; importing pip's own loader would cost Debian 11's pip half a second per
-    host. After the change, the verify step asks pip itself, as the login user. uv.toml: by
-    tomllib, on Python 3.11 and later."""
+    not at all), as item options of pipfeed.feed.host_apply. pip.conf: by the parser pip reads
+    it with (configparser's RawConfigParser, in the locale's encoding; pip refuses a file only
+    when that parser does), on every host, with or without pip; importing pip's own loader
+    would cost Debian 11's pip half a second per host. After the change, the verify step asks
+    pip itself, as the login user. uv.toml: by tomllib, on Python 3.11 and later. Each check
+    is the parser of pipfeed_config_python: in the apply call's own process when that is the
+    Python the call runs in (parse, decided on the host), else in a process of its own
+    (validate)."""
     python = settings["python"]
     found = _python(settings, probe)
-    pip_check = (f"{python} -c \"import configparser, sys; "
-                 "configparser.RawConfigParser().read_file(open(sys.argv[1]))\" %s")
-    toml_check = (f"{python} -c \"import sys, tomllib; tomllib.load(open(sys.argv[1], 'rb'))\" %s"
+    executable = found.get("executable") or ""
+    pip_check = {"validate": f"{python} -c \"import configparser, sys; "
+                             "configparser.RawConfigParser().read_file(open(sys.argv[1]))\" %s",
+                 "parse": {"parser": "ini", "executable": executable}}
+    toml_check = ({"validate": f"{python} -c \"import sys, tomllib; "
+                               "tomllib.load(open(sys.argv[1], 'rb'))\" %s",
+                   "parse": {"parser": "toml", "executable": executable}}
                   if version_tuple(found.get("version") or "3.0") >= (3, 11) else None)
     return pip_check, toml_check
 
@@ -367,12 +374,12 @@ def items(settings: dict, probe: dict, managed: str, uv_items: list = ()) -> lis
     pip_check, toml_check = _checks(settings, probe)
     wanted = [{"kind": "file", "path": PIP_CONF, "owner": "root", "group": "root",
                "mode": "0644", "backup": True, "content": pip_conf(settings, probe, managed),
-               "validate": pip_check}]
+               **pip_check}]
     if settings["uv_enabled"]:
         toml = {"kind": "file", "path": UV_TOML, "owner": "root", "group": "root",
                 "mode": "0644", "backup": True, "content": uv_toml(settings, probe, managed)}
         if toml_check:
-            toml["validate"] = toml_check
+            toml.update(toml_check)
         wanted += [{"kind": "directory", "path": UV_DIR, "owner": "root", "group": "root",
                     "mode": "0755"}, toml]
     if boolean(settings["uv_install"], strict=False):

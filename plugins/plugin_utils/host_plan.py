@@ -8,7 +8,7 @@ call them, and the unit tests check them without a host.
 
 An item (what a role wants), by kind:
     file       path, content (text, or bytes for a binary), owner, group, mode ("0644"),
-               backup, validate, secret
+               backup, validate, parse, secret
     directory  path, owner, group, mode
     link       path, src
     absent     path

@@ -85,6 +85,37 @@ def test_apply_writes_beside_checks_and_renames_and_a_failed_check_keeps_the_old
 
 
 @needs_root
+@pytest.mark.parametrize("parser, bad, good", [
+    ("ini", "no section header\n", "[global]\nindex-url = https://feed.example/simple\n"),
+    ("toml", "index-url = [\n", "index-url = \"https://feed.example/simple\"\n")])
+def test_parse_checks_in_this_process_when_it_names_this_python(tmp_path, parser, bad, good):
+    # validate would pass anything: only the parser in this process can refuse the bad file.
+    target = tmp_path / "conf"
+    target.write_text("old\n")
+    items = [{"kind": "file", "path": str(target), "owner": "root", "group": "root",
+              "mode": "0644", "content": 0, "validate": "true %s",
+              "parse": {"parser": parser, "executable": sys.executable}}]
+    with pytest.raises(state.ApplyError, match=f"failed its check \\({parser} parser of "):
+        state.apply({"items": items}, [bad.encode()])
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["conf"]
+    assert state.apply({"items": items}, [good.encode()]) == [0]
+    assert target.read_text() == good
+
+
+@needs_root
+def test_parse_naming_another_python_leaves_the_check_to_the_validate_command(tmp_path):
+    target = tmp_path / "conf"
+    items = [{"kind": "file", "path": str(target), "owner": "root", "group": "root",
+              "mode": "0644", "content": 0, "validate": "grep -q good %s",
+              "parse": {"parser": "ini", "executable": "/nonexistent/python3"}}]
+    # Not an ini file, but the other Python's check (the command) is the one that decides.
+    assert state.apply({"items": items}, [b"good, not ini\n"]) == [0]
+    with pytest.raises(state.ApplyError, match="failed its check \\(grep -q good"):
+        state.apply({"items": items}, [b"[global]\n"])
+
+
+@needs_root
 def test_apply_stops_at_the_first_failure_and_says_what_it_did_before(tmp_path):
     items = [{"kind": "directory", "path": str(tmp_path / "d"), "owner": "root",
               "group": "root", "mode": "0750"},
