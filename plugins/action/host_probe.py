@@ -57,11 +57,10 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        problems = self._task.args.get("problems") or []
-        if isinstance(problems, str) or not isinstance(problems, list):
-            raise AnsibleActionFail("pipfeed.feed.host_probe: problems must be a list of messages")
-        if problems:
-            result.update(failed=True, msg=" ".join(" ".join(str(p).split()) for p in problems))
+        said = host_run.problems_message("pipfeed.feed.host_probe",
+                                         self._task.args.get("problems") or [])
+        if said:
+            result.update(failed=True, msg=said)
             return result
         python = self._task.args.get("python") or "/usr/bin/python3"
         spec = self._task.args.get("spec") or {}

@@ -11,6 +11,8 @@
       fail_msg: what to tell the user when the script fails (its stderr follows)
       send: [[name, controller path], ...]   # optional: files to hand the script as a bundle
       stream_max_bytes: 134217728             # optional: the most that goes on stdin
+      problems: "{{ checks }}"                 # optional: when any, fail with them; nothing runs
+      report: true                            # optional: show the script's msg, as assert does
 
 The script goes to the host's Python on stdin, in the one command the connection runs: no
 module is sent and no second Python starts (ansible.builtin.command with stdin would start the
@@ -42,6 +44,7 @@ import os
 from collections.abc import Iterator
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils import host_run
@@ -64,11 +67,17 @@ def bundle(send: list) -> Iterator[bytes]:
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("script", "python", "args", "fail_msg", "send", "stream_max_bytes"))
+    _VALID_ARGS = frozenset(("script", "python", "args", "fail_msg", "send", "stream_max_bytes",
+                             "report", "problems"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        said = host_run.problems_message("pipfeed.feed.host_script",
+                                         self._task.args.get("problems") or [])
+        if said:
+            result.update(failed=True, msg=said)
+            return result
         python = self._task.args.get("python")
         args = self._task.args.get("args") or []
         send = self._task.args.get("send") or []
@@ -106,4 +115,20 @@ class ActionModule(ActionBase):
         if done["rc"] != 0:
             first = self._task.args.get("fail_msg") or f"{name} {' '.join(map(str, args[:1]))} failed"
             result.update(failed=True, msg=host_run.failure(done, str(first)))
+        elif boolean(self._task.args.get("report", False), strict=False):
+            return self._report(result, name, done)
+        return result
+
+    @staticmethod
+    def _report(result: dict, name: str, done: dict) -> dict:
+        """What a checking program found, shown as an assert's success message is."""
+        for key in ("rc", "stdout", "stderr", "cmd", "stdout_lines", "stderr_lines"):
+            result.pop(key, None)
+        try:
+            said = json.loads(done["stdout"].strip().splitlines()[-1])["msg"]
+        except (ValueError, IndexError, KeyError, TypeError):
+            result.update(failed=True, msg=f"{name} said nothing that reads as its report: "
+                                           f"{done['stdout'][-300:]!r}")
+            return result
+        result.update(changed=False, msg=said, _ansible_verbose_always=True)
         return result

@@ -13,6 +13,12 @@ pip 26 lists each file's values, of which the last file's is the one used: list 
 one); {"pip": null} when nothing on the host can answer yet (no pip, and no venv module to
 make one).
 
+With one argument, a JSON object {"path": the file written, "expect": [lines pip config list
+must print], "mode": the role's pipfeed_mode, "host": the inventory name}, it also checks the
+answer: pip must read the file and use every expected setting (nothing else overrides it). The
+JSON then has "msg" (what pip reads, said for the run's output); when the check fails, the
+reason goes to standard error and the exit code is 1.
+
 pip's own configuration loader (pip._internal.configuration.Configuration, what both commands
 print from) answers in one process: starting pip's command line twice costs Debian 11's pip
 over a second. A pip whose loader is elsewhere (pip 20.3 to 26 keep it there) is asked through
@@ -101,15 +107,37 @@ def venv_answer() -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def main() -> int:
+def check(answer: dict, want: dict) -> str:
+    """What is wrong with pip's answer for the file want["path"] (empty when nothing is);
+    sets answer["msg"] when nothing is."""
+    path = want["path"]
+    if answer["pip"] is None:
+        answer["msg"] = ("no pip on %s can read %s yet (no pip, no venv module)"
+                         % (want.get("host", "this host"), path))
+        return ""
+    missing = [line for line in want.get("expect", []) if line not in answer.get("list", [])]
+    if "  %s, exists: True" % path in answer.get("debug", []) and not missing:
+        answer["msg"] = "pip reads %s (mode %s; asked %s)" % (path, want.get("mode"),
+                                                             answer["pip"])
+        return ""
+    return ("pip on %s does not use %s as written: expected %r in `pip config list`. Another "
+            "file or PIP_* variable overrides it; `pip config debug` shows which: %r"
+            % (want.get("host", "this host"), path, missing, answer.get("debug", [])))
+
+
+def main(argv: list) -> int:
     answer = command_answer(sys.executable, loader_answer())
     if answer["pip"] is not None:
         answer["pip"] = "the system's pip"
     else:
         answer = venv_answer()
+    wrong = check(answer, json.loads(argv[0])) if argv else ""
+    if wrong:
+        sys.stderr.write(wrong + "\n")
+        return 1
     print(json.dumps(answer))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

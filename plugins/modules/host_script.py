@@ -38,9 +38,10 @@ options:
       - V(wheelhouse_host.py) is the host side of the wheelhouse (commands C(probe), C(plan),
         C(apply), C(build), C(venv-plan), C(venv-install)); V(host_state.py) the probe and
         apply of M(pipfeed.feed.host_probe) and M(pipfeed.feed.host_apply); V(pipfeed-keyring)
-        the credential helper.
+        the credential helper; V(pip_config.py) asks pip which configuration files it reads
+        and which settings it uses (pipfeed_config's verify step).
     type: str
-    choices: [wheelhouse_host.py, host_state.py, pipfeed-keyring]
+    choices: [wheelhouse_host.py, host_state.py, pipfeed-keyring, pip_config.py]
     default: wheelhouse_host.py
   python:
     description:
@@ -70,6 +71,25 @@ options:
     type: list
     elements: list
     default: []
+  problems:
+    description:
+      - What the role's checks found on the controller, one message each (an empty list when
+        nothing is wrong). When there are any, the task fails with them, joined (white space
+        made single spaces), and nothing runs on the host and nothing is sent.
+      - So that a check before a change and the change are one task.
+    type: list
+    elements: str
+    default: []
+  report:
+    description:
+      - The program checks something and says what it found. On success its last line of
+        standard output is a JSON object whose C(msg) the task shows, as
+        M(ansible.builtin.assert) shows its success message, and the result holds RV(msg) and
+        RV(changed) V(false) instead of the program's output. On failure (an exit code other
+        than 0) the task fails as without it. One task where a program and an assert would be
+        two.
+    type: bool
+    default: false
   stream_max_bytes:
     description:
       - The largest bundle that goes on standard input. What goes there is held in the
@@ -130,12 +150,12 @@ EXAMPLES = r"""
 RETURN = r"""
 rc:
   description: The program's exit code.
-  returned: when the program ran
+  returned: when the program ran, but for a report that passed (O(report))
   type: int
   sample: 0
 stdout:
   description: What the program printed on its standard output (the host programs print JSON).
-  returned: when the program ran
+  returned: when the program ran, but for a report that passed (O(report))
   type: str
 stdout_lines:
   description: RV(stdout) split into lines.
@@ -178,8 +198,9 @@ sent_by:
   sample: stdin
 msg:
   description: In check mode, that nothing ran; on failure, O(fail_msg) (or the program's name
-    and command), the exit code and what the program said.
-  returned: in check mode, and when RV(rc) is not 0
+    and command), the exit code and what the program said; with O(report), what the program
+    found.
+  returned: in check mode, when RV(rc) is not 0, and for a report that passed
   type: str
   sample: "wheelhouse_host.py probe failed (exit code 1: wheelhouse probe failed: ...)"
 """

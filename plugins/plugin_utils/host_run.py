@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterable
 
 from ansible import constants as C
+from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.host_programs import source
@@ -107,6 +108,15 @@ def _run_from_files(action, python: str, name: str, script: bytes, args: list, d
         if local:
             os.unlink(local)
         action._remove_tmp_path(remote_tmp)
+
+
+def problems_message(action: str, problems) -> str:
+    """The message a task fails with, before it calls the host, when the controller's checks
+    found ``problems`` (a list of messages, each made one line, in order); empty when there
+    are none."""
+    if isinstance(problems, str) or not isinstance(problems, list):
+        raise AnsibleActionFail(f"{action}: problems must be a list of messages")
+    return " ".join(" ".join(str(problem).split()) for problem in problems)
 
 
 def failure(done: dict, first: str) -> str:

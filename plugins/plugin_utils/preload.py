@@ -34,7 +34,7 @@ MODULES = (
     "plugin_utils.renamed",
     "plugin_utils.wheel_choice",
 )
-ACTIONS = ("host_probe", "host_script", "host_apply", "feed_check")
+ACTIONS = ("host_probe", "host_script", "host_apply", "feed_check", "report")
 LOOKUPS = ("token",)
 _loaded: list = []
 

@@ -250,3 +250,30 @@ def test_a_probe_given_problems_fails_with_them_and_reads_nothing():
     assert result["msg"] == "pipfeed_x is wrong: set it right. pipfeed_y too."
     with pytest.raises(Exception, match="problems must be a list"):
         run_action("host_probe", {"problems": "pipfeed_x is wrong"})
+
+
+def test_a_host_script_given_problems_fails_with_them_and_runs_nothing():
+    """The wheelhouse's free-space check and its transfer are one task: with problems the
+    action fails before it would run the program or send anything (no connection here)."""
+    from tests.files import run_action
+    result = run_action("host_script", {"problems": ["deb13-1 has 64 KiB free\n  where ..."],
+                                        "python": "/usr/bin/python3", "args": ["apply"],
+                                        "send": [["a.whl", "/nonexistent/a.whl"]]})
+    assert result["failed"] and "rc" not in result
+    assert result["msg"] == "deb13-1 has 64 KiB free where ..."
+
+
+@pytest.mark.parametrize("args, shown", [
+    ({"problems": [], "lines": []}, {"changed": False}),
+    ({"lines": ["Debian 12, Python 3.11.2"]},
+     {"changed": False, "msg": "Debian 12, Python 3.11.2", "_ansible_verbose_always": True}),
+    ({"problems": [], "lines": ["a", "WARNING: b"]},
+     {"changed": False, "msg": ["a", "WARNING: b"], "_ansible_verbose_always": True}),
+    ({"problems": ["h1: no\n python3.", "h1: feed x said 401."], "lines": ["a"]},
+     {"changed": False, "failed": True, "msg": "h1: no python3. h1: feed x said 401."}),
+])
+def test_a_report_fails_with_its_problems_or_shows_its_lines(args, shown):
+    from tests.files import run_action
+    assert run_action("report", args) == shown
+    with pytest.raises(Exception, match="lines must be a list"):
+        run_action("report", {"lines": "one line"})

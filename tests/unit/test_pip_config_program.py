@@ -17,12 +17,16 @@ host_run = plugin("plugin_utils.host_run")
 SOURCE = plugin("plugin_utils.host_programs").source("pip_config.py")
 
 
-def ask(python: str, config) -> dict:
+def run(python: str, config, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(PIP_CONFIG_FILE=str(config), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run([python, "-c", host_run.BOOTSTRAP.format(name="pip_config.py"),
-                           str(len(SOURCE))], input=SOURCE, capture_output=True, env=env,
-                          timeout=300)
+    return subprocess.run([python, "-c", host_run.BOOTSTRAP.format(name="pip_config.py"),
+                           str(len(SOURCE)), *args], input=SOURCE, capture_output=True,
+                          env=env, timeout=300)
+
+
+def ask(python: str, config, *args: str) -> dict:
+    done = run(python, config, *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
@@ -68,3 +72,45 @@ def test_a_setting_another_file_overrides_is_listed_with_the_value_pip_uses(tmp_
     assert f"  {venv / 'pip.conf'}, exists: True" in answer["debug"]
     assert "global.index-url='https://feed.example/simple/'" in answer["list"]
     assert "global.index-url='https://site.example/simple/'" not in answer["list"]
+
+
+def test_the_check_passes_when_pip_reads_the_file_and_uses_its_settings(config):
+    want = {"path": str(config), "mode": "primary", "host": "h1",
+            "expect": ["global.index-url='https://feed.example/simple/'"]}
+    answer = ask(sys.executable, config, json.dumps(want))
+    assert answer["msg"] == f"pip reads {config} (mode primary; asked the system's pip)"
+
+
+@pytest.mark.parametrize("wrong", ["path", "setting"])
+def test_the_check_fails_naming_what_pip_does_not_read_or_use(tmp_path, config, wrong):
+    """A file pip does not read, or a setting pip does not use as written (another file or a
+    PIP_* variable wins): exit 1, the reason on stderr with pip config debug's lines."""
+    want = {"path": str(config), "mode": "extra", "host": "h1",
+            "expect": ["global.index-url='https://feed.example/simple/'"]}
+    if wrong == "path":
+        want["path"] = str(tmp_path / "elsewhere.conf")
+    else:
+        want["expect"] = ["global.index-url='https://other.example/simple/'"]
+    done = run(sys.executable, config, json.dumps(want))
+    assert done.returncode == 1
+    said = done.stderr.decode()
+    assert said.startswith(f"pip on h1 does not use {want['path']} as written: expected ")
+    assert "Another file or PIP_* variable overrides it; `pip config debug` shows which" in said
+    assert f"  {config}, exists: True" in said
+    if wrong == "setting":
+        assert "other.example" in said
+    assert done.stdout.decode().strip() == ""
+
+
+def test_the_action_shows_a_report_as_an_assert_shows_its_success_message():
+    """pipfeed.feed.host_script with report: the program's msg, shown on success (Ansible's
+    default callback prints a result marked verbose-always), none of its raw output."""
+    action = plugin("action.host_script").ActionModule
+    done = {"rc": 0, "stdout": 'noise\n{"pip": "x", "msg": "pip reads /etc/pip.conf"}\n',
+            "stderr": "", "cmd": "python3 -c ..."}
+    shown = action._report({"rc": 0, "stdout": done["stdout"], "cmd": "c", "changed": True},
+                           "pip_config.py", done)
+    assert shown == {"changed": False, "msg": "pip reads /etc/pip.conf",
+                     "_ansible_verbose_always": True}
+    unreadable = action._report({}, "pip_config.py", dict(done, stdout="not json\n"))
+    assert unreadable["failed"] and "said nothing that reads as its report" in unreadable["msg"]
