@@ -22,6 +22,7 @@ diversion to the state a role wants, in one call to the host, and only where the
         - {kind: divert, path: /usr/bin/keyring, to: /usr/bin/keyring.distrib}
       verify: [[/usr/local/lib/pipfeed/pipfeed-keyring, --check]]   # after a change only
       fail_msg: what to say when the change fails
+      problems: "{{ earlier_step_failed }}"   # optional: when any, fail with them; nothing changes
 
 With ``current`` the decision is made on the controller from the probe, and a host where
 nothing differs is not contacted at all: a run that changes nothing costs no round trip here.
@@ -47,11 +48,15 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.host_programs import 
 
 
 class ActionModule(ActionBase):
-    _VALID_ARGS = frozenset(("python", "current", "items", "verify", "fail_msg"))
+    _VALID_ARGS = frozenset(("python", "current", "items", "verify", "fail_msg", "problems"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
+        said = host_run.problems_message("pipfeed.feed.host_apply", args.get("problems") or [])
+        if said:
+            result.update(failed=True, msg=said)
+            return result
         python = str(args.get("python") or "/usr/bin/python3")
         items = args.get("items") or []
         verify = args.get("verify") or []

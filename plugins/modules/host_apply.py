@@ -160,6 +160,15 @@ options:
     type: list
     elements: list
     default: []
+  problems:
+    description:
+      - What the controller found that must stop the change (for example, that an earlier step
+        of the role failed), one message each; an empty list when nothing is wrong. When there
+        are any, the task fails with them, joined (white space made single spaces), before
+        anything is decided, read or changed.
+    type: list
+    elements: str
+    default: []
   fail_msg:
     description:
       - What the failure message says first when the changes cannot be made; the host's reason

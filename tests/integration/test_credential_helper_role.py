@@ -335,6 +335,35 @@ def test_token_without_read_scope_is_refused_by_the_site_run_too(lab, installed)
     assert file_sha256(lab, "deb11-1", TOKEN_FILE) == before
 
 
+def test_a_token_file_that_cannot_be_written_stops_the_run_saying_why(lab, installed, canary):
+    """The token step is no_log (its arguments hold the token) and does not fail by itself: the
+    step after it fails with its error, which never holds the token; in site's play that is the
+    helper's configuration step (nothing of it is written), in rotate_token.yml a stop task."""
+    host, config = "deb12-1", "/etc/pipfeed/credential-helper.json"
+    new = "labunwritable" + secrets.token_hex(12)
+    add_lab_tokens(lab, {"token": new, "scopes": ["read"]})
+    must(lab, host, sudo(f"rm -f {TOKEN_FILE} && mkdir {TOKEN_FILE}"))
+    before = file_sha256(lab, host, config)
+    try:
+        for playbook, task in (("hosts.yml", "Write the helper's configuration and links where "
+                                             "they differ"),
+                               ("rotate_token.yml", "Stop when the token files could not be "
+                                                    "written")):
+            result = run_playbook(lab, installed["tmp_path"], playbook, site_vars(lab),
+                                  "--limit", host, token_env=new)
+            assert result.returncode != 0
+            said = " ".join(result.stdout.split())
+            assert f"TASK [pipfeed.feed.pipfeed_credential_helper : {task}]" in result.stdout
+            assert f"{TOKEN_FILE} is a directory on the host" in said, result.stdout[-3000:]
+            assert new not in result.stdout + result.stderr
+            assert file_sha256(lab, host, config) == before
+    finally:
+        must(lab, host, sudo(f"rmdir {TOKEN_FILE}"))
+        restored = run_playbook(lab, installed["tmp_path"], "hosts.yml", site_vars(lab),
+                                "--limit", host, token_env=canary)
+        assert restored.returncode == 0, restored.stdout[-3000:]
+
+
 def test_feed_down_fails_with_a_clear_message_and_keeps_the_old_token(lab, installed, canary):
     before = file_sha256(lab, "deb13-1", TOKEN_FILE)
     lab.stop_feed()

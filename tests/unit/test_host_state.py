@@ -277,3 +277,14 @@ def test_a_report_fails_with_its_problems_or_shows_its_lines(args, shown):
     assert run_action("report", args) == shown
     with pytest.raises(Exception, match="lines must be a list"):
         run_action("report", {"lines": "one line"})
+
+
+def test_a_host_apply_given_problems_fails_with_them_and_changes_nothing():
+    """The helper's configuration step fails with why its token step could not write (that
+    step's task is no_log) before it decides or changes anything (no connection here)."""
+    from tests.files import run_action
+    result = run_action("host_apply", {
+        "problems": ["The token files were not written (exit code 1: ...)\n (already written: a)"],
+        "items": [{"kind": "absent", "path": "/etc/pipfeed/x"}]})
+    assert result["failed"] and "changes" not in result
+    assert result["msg"] == "The token files were not written (exit code 1: ...) (already written: a)"
