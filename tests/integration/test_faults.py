@@ -337,12 +337,12 @@ def test_full_disk_on_the_wheelhouse_path(request, lab, workdir, sets, working):
         in_host(lab, host, "umount /var/lib/pipfeed")
         small_disk(lab, host, 8192)
         # Filled once the wheelhouse play has read the free space (its probe), before the
-        # comparison and the transfer that follow.
+        # build's last steps on the controller and the transfer that follow.
         pid = container_pid(lab, host)
         fill = lambda: in_host(lab, host, "dd if=/dev/zero of=/var/lib/pipfeed/filler bs=1M "
                                           "count=64 2>/dev/null || true", pid=pid)
         filled = run_and_kill(lab.inventory, SITE, variables, workdir,
-                              "Compare the host's wheelhouse with its platform's manifest",
+                              "Keep every platform's manifest",
                               on_task=fill, kill=False, args=("--limit", host))
         assert filled.killed_at and filled.returncode != 0, filled.stdout[-3000:]
         said = failure_messages(filled.stdout).get(host, "")
