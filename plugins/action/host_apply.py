@@ -28,8 +28,8 @@ With ``current`` the decision is made on the controller from the probe, and a ho
 nothing differs is not contacted at all: a run that changes nothing costs no round trip here.
 Without it (or when it lacks an item) the action probes first, in one call. What differs goes
 in one call: the items' new content follows the program on its standard input; each file is
-written beside its place, checked (``validate``, or ``parse`` in the call's own Python), and renamed over the old one, so a run that
-dies leaves the old file or the new one, never a part.
+written beside its place, checked (``validate``, or ``parse`` in the call's own Python), and
+renamed over the old one, so a run that dies leaves the old file or the new one, never a part.
 
 Check mode and --diff are honest: in check mode nothing is sent and the result says what would
 change, with a diff per file (a secret file's diff says only that it changes). ``changes`` in

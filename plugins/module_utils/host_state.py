@@ -450,9 +450,7 @@ def apply_file(item: dict, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if parsed_here(item.get("parse"), temporary, path):
-            pass
-        elif item.get("validate"):
+        if not parsed_here(item.get("parse"), temporary, path) and item.get("validate"):
             command = item["validate"].replace("%s", temporary)
             done = subprocess.run(command, shell=True, capture_output=True, text=True,
                                   timeout=300)
