@@ -10,7 +10,8 @@ collection module from its source in every process that imports it, so a converg
 times and the feed model as often. What the main process has imported before it forks, every
 worker has already: load() imports the modules and the action and lookup plugins that tasks run
 on every host, through the loaders the workers use (so that a worker finds each under the name
-it looks for). Plugins that run once per play (the wheelhouse build, publish) are left to the
+it looks for), and reads the roles' argument specs once (role_specs.py: the shared check
+validates the play's roles' options against them on every host). Plugins that run once per play (the wheelhouse build, publish) are left to the
 worker that runs them, so that the main process, which every fork copies, stays small.
 
 A playbook calls it through a play keyword, which Ansible evaluates in its main process before
@@ -32,6 +33,7 @@ MODULES = (
     "plugin_utils.host_programs",
     "plugin_utils.host_run",
     "plugin_utils.renamed",
+    "plugin_utils.role_specs",
     "plugin_utils.wheel_choice",
 )
 ACTIONS = ("host_probe", "host_script", "host_apply", "feed_check", "report")
@@ -50,5 +52,7 @@ def load() -> list:
                 if found is None:
                     raise ImportError(f"pipfeed.feed.{name} is missing from the collection")
                 names.append(found.__module__)
+        # The roles' argument specs, which pipfeed.feed.report checks options against.
+        importlib.import_module(f"{PACKAGE}.plugin_utils.role_specs").load_all()
         _loaded.extend(names)
     return list(_loaded)
