@@ -178,13 +178,17 @@ def plan(probe: dict, feeds: list, settings: dict) -> dict:
         elif not netrc and ours:
             configure.append({"kind": "absent", "path": entry["path"]})
 
-    verify = [[PROGRAM, "--check"]] + [["runuser", "-u", user, "--", PROGRAM, "--check"]
-                                       for user in users]
+    # After a change, the helper's self-test as root and as each member of the group; the
+    # configuration's own check (validate, above) is already the test as root where the
+    # configuration is written in the same call.
+    config_changes = paths.get(CONFIG, {}).get("content") != config
+    verify = ([] if config_changes else [[PROGRAM, "--check"]]) + [
+        ["runuser", "-u", user, "--", PROGRAM, "--check"] for user in users]
     return {"problems": problems, "warnings": warnings, "netrc": netrc,
             "installed": paths.get(CONFIG, {}).get("type") == "file",
             # The helper's configuration changes on this host (a feed of the managed identity
             # is then asked from the host before anything is installed).
-            "config_changes": paths.get(CONFIG, {}).get("content") != config,
+            "config_changes": config_changes,
             "install": install, "configure": configure, "verify": verify,
             "token_owner": owner}
 

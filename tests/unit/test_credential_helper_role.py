@@ -249,3 +249,23 @@ def test_the_feed_check_hands_the_helper_decision_on_and_reads_identities_from_i
     result = run_action("feed_check", {"feeds": feeds, "tokens": [""], "check": False,
                                        "identities": True, "plan": {"config_changes": False}})
     assert result["feeds"][0]["changes"] is True
+
+
+def test_the_self_test_as_root_is_not_repeated_where_the_configuration_check_made_it():
+    """After a change the helper tests itself as root and as each member of the group; where
+    the call writes the configuration, its check (the helper run as root on the new file) is
+    already the test as root."""
+    plan = plugin("plugin_utils.helper_plan")
+    feeds = [{"name": "python-feed", "url": FEED, "token_var": "feed_token"}]
+    settings = {"username": "pipfeed", "group": "pipfeed", "users": ["deploy"], "netrc": "never"}
+    probe = {"users": {"deploy": {"exists": True}}}
+    first = plan.plan(probe, feeds, settings)
+    config = next(item for item in first["configure"] if item["path"] == plan.CONFIG)
+    as_deploy = ["runuser", "-u", "deploy", "--", plan.PROGRAM, "--check"]
+    assert first["config_changes"] and "--check" in config["validate"]
+    assert first["verify"] == [as_deploy]
+    written = dict(probe, paths=[{"path": plan.CONFIG, "type": "file",
+                                  "content": config["content"]}])
+    again = plan.plan(written, feeds, settings)
+    assert not again["config_changes"]
+    assert again["verify"] == [[plan.PROGRAM, "--check"], as_deploy]
