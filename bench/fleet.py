@@ -283,8 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"a smoke run: sizes {QUICK_SIZES}, one run of each kind")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs with nothing to change per size (default 3)")
-    parser.add_argument("--first-runs", type=int, default=1,
-                        help="first runs on fresh hosts per size (default 1)")
+    parser.add_argument("--first-runs", type=int, default=3,
+                        help="first runs on fresh hosts per size (default 3: the noisiest "
+                             "figure, a median as for the other runs)")
     parser.add_argument("--rotations", type=int, default=1,
                         help="token rotations per size, each with its re-run (default 1)")
     parser.add_argument("--forks", type=int, default=None,

@@ -366,7 +366,7 @@ def test_curve_has_a_line_per_size_with_ratios_to_ping():
 def test_fleet_options_quick_and_recording(tmp_path):
     from bench.fleet import parse_args, record
     args = parse_args([])
-    assert (args.size_list, args.runs, args.first_runs, args.rotations) == ([3, 12, 24, 48], 3, 1, 1)
+    assert (args.size_list, args.runs, args.first_runs, args.rotations) == ([3, 12, 24, 48], 3, 3, 1)
     assert args.record
     quick = parse_args(["--quick"])
     assert (quick.size_list, quick.runs, quick.record) == ([3, 12], 1, False)
