@@ -12,6 +12,7 @@ from ansible_collections.pipfeed.feed.plugins.plugin_utils.lazy import lazy
 feed_check_message = lazy("helper_plan", "feed_check_message")
 plan = lazy("helper_plan", "plan")
 probe_spec = lazy("helper_plan", "probe_spec")
+helper_setting_problems = lazy("helper_plan", "setting_problems")
 token_items = lazy("helper_plan", "token_items")
 
 
@@ -34,4 +35,5 @@ class FilterModule:
     def filters(self):
         return {"helper_probe_spec": helper_probe_spec, "helper_plan": helper_plan,
                 "helper_token_items": helper_token_items,
+                "helper_setting_problems": helper_setting_problems,
                 "feed_check_message": feed_check_message}

@@ -18,7 +18,10 @@ on every host, at every switch of controller.
 from __future__ import annotations
 
 import importlib
+import os
+import re
 
+from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import feed_url, redact_url
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.lazy import PACKAGE, lazy
 
 # The wheel rules (and packaging) are imported when a filter first runs (plugin_utils/lazy.py
@@ -140,7 +143,63 @@ def builders(host_platforms: dict, pending: list) -> dict:
     return out
 
 
+def _bytes(value) -> int:
+    """A number of bytes as Jinja's int filter reads it (0 where it reads none)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return 0
+
+
+def setting_problems(settings: dict, feeds) -> list:
+    """Everything wrong with the role's settings and the index the controller downloads from,
+    one message each (each names the variable and the fix); [] when they are usable.
+    ``settings``: requirements, path, min_free_bytes, stream_max_bytes, venvs, index_feed,
+    index_url (the role's variables without their prefix); ``feeds``: pipfeed_feeds.
+
+    In Python, so that a host's check templates one expression: Jinja resolves every variable
+    a template names before it renders, and Ansible then renders each, messages included."""
+    path = settings.get("path")
+    venvs = settings.get("venvs") or []
+    problems = []
+    if not (settings.get("requirements")
+            and isinstance(path, str) and re.match(r"^/.+[^/]$", path)
+            and os.path.dirname(path) != "/"
+            and _bytes(settings.get("min_free_bytes")) >= 0
+            and _bytes(settings.get("stream_max_bytes")) >= 0
+            and isinstance(venvs, list)
+            and all(isinstance(venv, dict) and isinstance(venv.get("path"), str)
+                    and venv["path"].startswith("/") for venv in venvs)):
+        problems.append(
+            f"pipfeed_wheelhouse_requirements must name the requirement file on the controller "
+            f"(it is '{settings.get('requirements')}'); pipfeed_wheelhouse_path must be an "
+            f"absolute path below a directory, without a trailing slash (it is '{path}'); "
+            "pipfeed_wheelhouse_min_free_bytes and pipfeed_wheelhouse_stream_max_bytes numbers "
+            "of bytes (0 or more); each item of pipfeed_wheelhouse_venvs a mapping with an "
+            "absolute path ({path: /opt/app/venv}).")
+    feeds = feeds if isinstance(feeds, list) else []
+    name = settings.get("index_feed") or ""
+    feed = next((f for f in feeds if isinstance(f, dict) and f.get("name") == name), {}) \
+        if name else {}
+    index = settings.get("index_url") or feed_url(feed)
+    if name and not feed:
+        problems.append(
+            f"pipfeed_wheelhouse_index_feed is '{name}', which no feed of pipfeed_feeds "
+            f"(pipfeed_feeds) is named. Name one of "
+            f"{[f.get('name') for f in feeds if isinstance(f, dict)]}.")
+    elif not re.match(r"^https?://[^/@\s]+/\S*$", str(index)):
+        problems.append(
+            f"The controller has no usable index URL ('{redact_url(index)}'): set "
+            "pipfeed_wheelhouse_index_url to the index's PEP 503 URL, without credentials (the "
+            "token comes from the feed's token source), or define the feed in pipfeed_feeds.")
+    return problems
+
+
 class FilterModule:
     def filters(self):
         return {"wheelhouse_delta": delta,
-                "wheelhouse_builders": builders}
+                "wheelhouse_builders": builders,
+                "wheelhouse_setting_problems": setting_problems}

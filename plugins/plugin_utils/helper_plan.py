@@ -13,6 +13,7 @@ task's arguments.
 from __future__ import annotations
 
 import json
+import re
 
 from ansible_collections.pipfeed.feed.plugins.plugin_utils.feeds import (
     helper_config, identity, netrc_hosts)
@@ -69,6 +70,24 @@ def netrc_wanted(setting: str, probe: dict, python: str = "") -> bool:
         return setting == "always"
     oldest = oldest_pip(list(probe.get("pythons", {}).values()))
     return not oldest or version_tuple(oldest) < KEYRING_PIP
+
+
+def setting_problems(feeds, group, users) -> list:
+    """What is wrong with the role's settings, one message (the feeds, the group, the users);
+    [] when they fit together. The feeds' own check is pipfeed_common's, and each token's is
+    the token lookup's."""
+    if not isinstance(feeds, list) or not feeds:
+        return ["pipfeed_feeds is empty: the credential helper has no feed to answer for. Define "
+                "the feeds in group_vars (see inventory/sample/group_vars/all/feed.yml), or leave "
+                "pipfeed_credential_helper off."]
+    users = users if isinstance(users, list) else [None]
+    if (isinstance(group, str) and (group == "" or re.match(r"^[a-z_][a-z0-9_-]{0,31}$", group))
+            and all(isinstance(user, str) for user in users) and (not users or group)):
+        return []
+    return ["The credential helper's settings do not fit together: "
+            "pipfeed_credential_helper_group must be a group name, or \"\" for root-only token "
+            "files; pipfeed_credential_helper_users a list of account names, which needs a group "
+            "(with group \"\" only root reads the tokens)."]
 
 
 def plan(probe: dict, feeds: list, settings: dict) -> dict:

@@ -700,3 +700,40 @@ def test_a_wheelhouse_of_an_older_release_of_the_collection_gets_the_new_manifes
     probe["files"]["manifest.json"] = {"sha256": "old", "size": 1}
     outcome = filters.delta(probe, ours)
     assert outcome["needed"] and outcome["missing"] == ["manifest.json"]
+
+
+SETTINGS = {"requirements": "files/requirements.txt", "path": "/var/lib/pipfeed/wheelhouse",
+            "min_free_bytes": 0, "stream_max_bytes": "134217728", "venvs": [{"path": "/opt/app"}],
+            "index_feed": "python-feed", "index_url": ""}
+FEEDS = [{"name": "python-feed", "url": "https://feed.example.test/simple/", "token_var": "t"}]
+
+
+@pytest.mark.parametrize("change, said", [
+    ({}, None),
+    ({"index_feed": "", "index_url": "https://mirror.example.test/simple/"}, None),
+    ({"path": "var/lib/wheelhouse"}, "it is 'var/lib/wheelhouse'"),
+    ({"path": "/wheelhouse"}, "pipfeed_wheelhouse_path must be an absolute path below a directory"),
+    ({"requirements": ""}, "must name the requirement file on the controller (it is '')"),
+    ({"min_free_bytes": -1}, "numbers of bytes (0 or more)"),
+    ({"venvs": [{"name": "app"}]}, "a mapping with an absolute path"),
+    ({"venvs": [{"path": "opt/app"}]}, "a mapping with an absolute path"),
+    ({"index_feed": "other"}, "pipfeed_wheelhouse_index_feed is 'other', which no feed of "
+                              "pipfeed_feeds (pipfeed_feeds) is named. Name one of ['python-feed']."),
+    ({"index_feed": "", "index_url": "https://user:secret@mirror.example.test/simple/"},
+     "no usable index URL ('https://***@mirror.example.test/simple/'): set"),
+    ({"index_feed": "", "index_url": "ftp://mirror.example.test/"},
+     "The controller has no usable index URL ('ftp://mirror.example.test/')"),
+    ({"index_feed": ""}, "The controller has no usable index URL ('')"),
+])
+def test_the_settings_check_names_each_wrong_setting_and_the_fix(change, said):
+    problems = filters.setting_problems(dict(SETTINGS, **change), FEEDS)
+    if said is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and said in problems[0]
+
+
+def test_a_url_in_the_settings_message_never_shows_its_credentials():
+    problems = filters.setting_problems(
+        dict(SETTINGS, index_feed="", index_url="https://user:secret@mirror.example.test/ x"), FEEDS)
+    assert problems and "secret" not in problems[0] and "//***@" in problems[0]
