@@ -11,8 +11,9 @@ times and the feed model as often. What the main process has imported before it 
 worker has already: load() imports the modules and the action and lookup plugins that tasks run
 on every host, through the loaders the workers use (so that a worker finds each under the name
 it looks for), and reads the roles' argument specs once (role_specs.py: the shared check
-validates the play's roles' options against them on every host). Plugins that run once per play (the wheelhouse build, publish) are left to the
-worker that runs them, so that the main process, which every fork copies, stays small.
+validates the play's roles' options against them on every host). Plugins that run once per
+play (the wheelhouse build, publish) are left to the worker that runs them, so that the main
+process, which every fork copies, stays small.
 
 A playbook calls it through a play keyword, which Ansible evaluates in its main process before
 the play's tasks: playbooks/hosts.yml's serial (pipfeed.feed.serial). bench/README.md has the
