@@ -154,6 +154,16 @@ def _bytes(value) -> int:
             return 0
 
 
+def index(feeds, name, url="") -> dict:
+    """Where the controller downloads from: the feed of pipfeed_feeds that ``name`` names ({}
+    when none is named, or none has that name) and the index URL, ``url`` when it is set, else
+    that feed's."""
+    feed = {}
+    if name and isinstance(feeds, list):
+        feed = next((f for f in feeds if isinstance(f, dict) and f.get("name") == name), {})
+    return {"feed": feed, "url": str(url) if url else feed_url(feed)}
+
+
 def setting_problems(settings: dict, feeds) -> list:
     """Everything wrong with the role's settings and the index the controller downloads from,
     one message each (each names the variable and the fix); [] when they are usable.
@@ -182,17 +192,15 @@ def setting_problems(settings: dict, feeds) -> list:
             "absolute path ({path: /opt/app/venv}).")
     feeds = feeds if isinstance(feeds, list) else []
     name = settings.get("index_feed") or ""
-    feed = next((f for f in feeds if isinstance(f, dict) and f.get("name") == name), {}) \
-        if name else {}
-    index = settings.get("index_url") or feed_url(feed)
-    if name and not feed:
+    source = index(feeds, name, settings.get("index_url"))
+    if name and not source["feed"]:
         problems.append(
             f"pipfeed_wheelhouse_index_feed is '{name}', which no feed of pipfeed_feeds "
             f"(pipfeed_feeds) is named. Name one of "
             f"{[f.get('name') for f in feeds if isinstance(f, dict)]}.")
-    elif not re.match(r"^https?://[^/@\s]+/\S*$", str(index)):
+    elif not re.match(r"^https?://[^/@\s]+/\S*$", source["url"]):
         problems.append(
-            f"The controller has no usable index URL ('{redact_url(index)}'): set "
+            f"The controller has no usable index URL ('{redact_url(source['url'])}'): set "
             "pipfeed_wheelhouse_index_url to the index's PEP 503 URL, without credentials (the "
             "token comes from the feed's token source), or define the feed in pipfeed_feeds.")
     return problems
@@ -202,4 +210,5 @@ class FilterModule:
     def filters(self):
         return {"wheelhouse_delta": delta,
                 "wheelhouse_builders": builders,
-                "wheelhouse_setting_problems": setting_problems}
+                "wheelhouse_setting_problems": setting_problems,
+                "wheelhouse_index": index}

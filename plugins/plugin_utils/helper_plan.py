@@ -80,9 +80,10 @@ def setting_problems(feeds, group, users) -> list:
         return ["pipfeed_feeds is empty: the credential helper has no feed to answer for. Define "
                 "the feeds in group_vars (see inventory/sample/group_vars/all/feed.yml), or leave "
                 "pipfeed_credential_helper off."]
-    users = users if isinstance(users, list) else [None]
-    if (isinstance(group, str) and (group == "" or re.match(r"^[a-z_][a-z0-9_-]{0,31}$", group))
-            and all(isinstance(user, str) for user in users) and (not users or group)):
+    group_ok = isinstance(group, str) and (
+        group == "" or re.match(r"^[a-z_][a-z0-9_-]{0,31}$", group) is not None)
+    users_ok = isinstance(users, list) and all(isinstance(user, str) for user in users)
+    if group_ok and users_ok and (not users or group):
         return []
     return ["The credential helper's settings do not fit together: "
             "pipfeed_credential_helper_group must be a group name, or \"\" for root-only token "

@@ -42,5 +42,7 @@ def options(role: str, entry: str) -> dict:
 
 def load_all() -> list:
     """Read every role's argument specs; the roles read."""
-    return [path.parent.parent.name for path in sorted(ROLES.glob("*/meta/argument_specs.yml"))
-            if entry_points(path.parent.parent.name) is not None]
+    roles = [path.parent.parent.name for path in sorted(ROLES.glob("*/meta/argument_specs.yml"))]
+    for role in roles:
+        entry_points(role)
+    return roles

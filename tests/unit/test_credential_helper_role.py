@@ -278,7 +278,11 @@ def test_the_self_test_as_root_is_not_repeated_where_the_configuration_check_mad
     ([{"name": "f"}], "Bad Group", [], "must be a group name"),
     ([{"name": "f"}], "", ["deploy"], "which needs a group"),
     ([{"name": "f"}], "pipfeed", ["deploy", 5], "a list of account names"),
+    ([{"name": "f"}], "pipfeed", "deploy", "a list of account names"),
 ])
 def test_the_settings_check_says_what_does_not_fit_together(feeds, group, users, said):
     problems = plugin("plugin_utils.helper_plan").setting_problems(feeds, group, users)
-    assert problems == [] if said is None else (len(problems) == 1 and said in problems[0])
+    if said is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and said in problems[0]

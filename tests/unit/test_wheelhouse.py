@@ -737,3 +737,12 @@ def test_a_url_in_the_settings_message_never_shows_its_credentials():
     problems = filters.setting_problems(
         dict(SETTINGS, index_feed="", index_url="https://user:secret@mirror.example.test/ x"), FEEDS)
     assert problems and "secret" not in problems[0] and "//***@" in problems[0]
+
+
+def test_the_index_is_the_named_feeds_url_unless_a_url_is_set():
+    assert filters.index(FEEDS, "python-feed") == {"feed": FEEDS[0],
+                                                   "url": "https://feed.example.test/simple/"}
+    assert filters.index(FEEDS, "python-feed", "https://mirror.example.test/simple/")["url"] == \
+        "https://mirror.example.test/simple/"
+    assert filters.index(FEEDS, "other") == {"feed": {}, "url": ""}
+    assert filters.index(FEEDS, "") == {"feed": {}, "url": ""}
